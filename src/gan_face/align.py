@@ -1,0 +1,233 @@
+"""Face detection (MTCNN from facenet-pytorch) and FFHQ-style alignment by a similarity transform.
+
+Conventions, used by every check:
+
+* Coordinates are pixels of the loaded image (``x`` to the right, ``y`` down), floats.
+* ``left``/``right`` are **as seen by the viewer**: ``left_eye`` is the eye nearer the image's left edge, which is
+  the subject's own right eye. MTCNN returns the points in that order.
+
+MTCNN is wrapped because its raw API is awkward: it returns ``None`` for "no face", object arrays, and needs every
+image of a batch to have one size. We detect on a copy scaled so its longer side is ``detect_size`` and letterboxed
+onto a square canvas, so any mix of sizes and aspect ratios batches together, then map the points back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+Point = tuple[float, float]
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+#: Where the five landmarks go in the aligned crop, as fractions of its side. An ArcFace-like template with more
+#: margin: the whole face from brows to chin and the cheeks, little hair or background (those are other checks'
+#: evidence, and a tight crop stays inside the frame of tightly cropped photos, so padding is rarely needed).
+CROP_TEMPLATE = np.array(
+    [
+        [0.3425, 0.4050],  # left eye
+        [0.6575, 0.4050],  # right eye
+        [0.5000, 0.5750],  # nose tip
+        [0.3700, 0.7250],  # mouth, left corner
+        [0.6300, 0.7250],  # mouth, right corner
+    ],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Five facial landmarks in image pixels; left/right as seen by the viewer."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+    @classmethod
+    def from_array(cls, points: np.ndarray) -> "Landmarks":
+        pts = [(float(x), float(y)) for x, y in np.asarray(points, dtype=np.float64).reshape(5, 2)]
+        return cls(*pts)
+
+    def to_array(self) -> np.ndarray:
+        """The points as a ``5 x 2`` array in :data:`LANDMARK_NAMES` order."""
+        return np.array([self.left_eye, self.right_eye, self.nose, self.mouth_left, self.mouth_right])
+
+    @property
+    def interocular(self) -> float:
+        return float(np.hypot(self.right_eye[0] - self.left_eye[0], self.right_eye[1] - self.left_eye[1]))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {name: [round(v, 2) for v in getattr(self, name)] for name in LANDMARK_NAMES}
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: box ``(x0, y0, x1, y1)`` in image pixels, MTCNN confidence and landmarks."""
+
+    box: tuple[float, float, float, float]
+    confidence: float
+    landmarks: Landmarks
+
+    @property
+    def size(self) -> float:
+        """Side of the box (geometric mean of width and height), in pixels."""
+        x0, y0, x1, y1 = self.box
+        return float(np.sqrt(max(x1 - x0, 0.0) * max(y1 - y0, 0.0)))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "confidence": round(self.confidence, 4),
+            "landmarks": self.landmarks.to_dict(),
+        }
+
+
+class FaceAligner:
+    """Finds faces with MTCNN. Reusable and cheap to call; load it once per process.
+
+    ``detect_size`` is the longer side of the copy MTCNN sees (smaller is faster; faces smaller than
+    ``min_face_size / detect_size`` of the longer side are missed, which suits avatars, not crowd photos).
+    """
+
+    def __init__(
+        self,
+        *,
+        detect_size: int = 192,
+        min_face_size: int = 24,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        device: str | None = None,
+    ) -> None:
+        from facenet_pytorch import MTCNN  # heavy import, deferred until a detector is really built
+
+        self.detect_size = int(detect_size)
+        self.min_face_size = int(min_face_size)
+        self._mtcnn = MTCNN(
+            min_face_size=min_face_size, thresholds=list(thresholds), select_largest=True, device=device
+        ).eval()
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in one RGB image, the main face first (see :func:`order_faces`). Empty list: no face."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces in each image of a batch of any sizes; one list (maybe empty) per image, in order."""
+        if not images:
+            return []
+        canvases, scales = zip(*(self._letterbox(img) for img in images))
+        import torch
+
+        batch = np.stack(canvases)
+        with torch.inference_mode():
+            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+        faces = []
+        for i, scale in enumerate(scales):
+            if boxes[i] is None:
+                faces.append([])
+                continue
+            found = [
+                Face(
+                    box=tuple(float(v) / scale for v in box),  # type: ignore[arg-type]
+                    confidence=float(prob),
+                    landmarks=Landmarks.from_array(np.asarray(pts, dtype=np.float64) / scale),
+                )
+                for box, prob, pts in zip(boxes[i], probs[i], points[i])
+            ]
+            faces.append(order_faces(found))
+        return faces
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        height, width = image.shape[:2]
+        scale = self.detect_size / max(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
+        canvas[:new_h, :new_w] = resized
+        # the exact per-axis scale differs from `scale` by rounding; use the mean of both
+        return canvas, (new_w / width + new_h / height) / 2.0
+
+
+def order_faces(faces: Sequence[Face]) -> list[Face]:
+    """The main face first: the largest confident face (a profile photo's subject fills the frame)."""
+    return sorted(faces, key=lambda f: (f.confidence >= 0.9, f.size), reverse=True)
+
+
+def has_other_prominent_face(faces: Sequence[Face], *, min_relative_size: float = 0.5) -> bool:
+    """True when a second confident face is at least ``min_relative_size`` times the main face's size."""
+    if len(faces) < 2:
+        return False
+    main = faces[0]
+    return any(f.confidence >= 0.9 and f.size >= min_relative_size * main.size for f in faces[1:])
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``source`` points onto ``target``.
+
+    Umeyama's closed form, without reflection. Returns the ``2 x 3`` matrix ``M`` with ``target ~= M @ [x, y, 1]``.
+    """
+    src = np.asarray(source, dtype=np.float64)
+    dst = np.asarray(target, dtype=np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0
+    rotation = u @ sign @ vt
+    variance = (src_c**2).sum() / len(src)
+    scale = float((singular * np.diag(sign)).sum() / variance) if variance > 0 else 1.0
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def align_face(
+    image: np.ndarray,
+    landmarks: Landmarks,
+    size: int = 224,
+    template: np.ndarray = CROP_TEMPLATE,
+) -> np.ndarray:
+    """The face warped so its landmarks land on ``template`` (fractions of the side) in a ``size``-pixel square.
+
+    Only the region the crop needs is touched. Downscaling is done first with an antialiasing filter, so a
+    1024-px face and a 256-px face give crops of the same sharpness history; the small warp left is bicubic.
+    Pixels outside the photo are filled by mirroring its border, which looks like the image, not like a frame.
+    """
+    to_crop = np.vstack([similarity_transform(landmarks.to_array(), template * size), [0.0, 0.0, 1.0]])
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
+    in_source = (np.linalg.inv(to_crop) @ corners.T)[:2]
+    x0, y0 = np.floor(in_source.min(axis=1)).astype(int) - 2
+    x1, y1 = np.ceil(in_source.max(axis=1)).astype(int) + 2
+    region = _region_with_mirrored_border(image, x0, y0, x1, y1)
+    to_crop = to_crop @ np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # region pixels -> crop pixels
+
+    source = Image.fromarray(region)
+    scale = float(np.sqrt(abs(np.linalg.det(to_crop[:2, :2]))))
+    if scale < 0.8:  # shrink with an antialiasing filter first, then warp by what is left
+        new_w = max(1, round(source.width * scale * 1.25))
+        new_h = max(1, round(source.height * scale * 1.25))
+        fx, fy = new_w / source.width, new_h / source.height
+        source = source.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+        to_crop = to_crop @ np.array([[1.0 / fx, 0, 0], [0, 1.0 / fy, 0], [0, 0, 1]])
+    inverse = tuple(np.linalg.inv(to_crop)[:2].ravel())  # PIL maps output pixels back to input pixels
+    return np.asarray(source.transform((size, size), Image.AFFINE, inverse, Image.BICUBIC))
+
+
+def _region_with_mirrored_border(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` where the box may leave the image; the missing part mirrors the image's border."""
+    height, width = image.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx1 <= cx0 or cy1 <= cy0:  # the crop lies wholly outside the photo: nothing sensible to mirror
+        cx0, cy0, cx1, cy1 = 0, 0, width, height
+    inside = image[cy0:cy1, cx0:cx1]
+    pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
+    if any(before > 0 or after > 0 for before, after in pads[:2]):
+        pads = tuple((max(b, 0), max(a, 0)) for b, a in pads)
+        inside = np.pad(inside, pads, mode="symmetric")
+    return np.ascontiguousarray(inside)

@@ -1,0 +1,124 @@
+"""The evaluation protocol of DESIGN.md: image conditions and metrics. Needs scikit-learn (``gan-face[train]``).
+
+Conditions (each reported separately):
+
+* ``clean``: the file as it is.
+* ``avatar``: square centre crop, 400x400, JPEG quality 85: what a social network does to a profile photo.
+* ``laundered``: resized to one of 256/300/384/512/640/768/1024 px and re-encoded at JPEG quality one of
+  30/50/70/80/90/95 (the StyleGAN3 detection challenge protocol), chosen per image from a seeded generator.
+* ``cropped``: a random crop keeping 70-95% of each side, resized back: defeats the eye template.
+
+Every random choice comes from a generator seeded with the image's index, so a condition is the same image in
+every run and for every model.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+CONDITIONS = ("clean", "avatar", "laundered", "cropped")
+LAUNDER_SIZES = (256, 300, 384, 512, 640, 768, 1024)
+LAUNDER_QUALITIES = (30, 50, 70, 80, 90, 95)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((int(width), int(height)), Image.LANCZOS))
+
+
+def apply_condition(image: np.ndarray, condition: str, seed: int) -> np.ndarray:
+    """``image`` as it would look under ``condition`` (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    height, width = image.shape[:2]
+    if condition == "clean":
+        return image
+    if condition == "avatar":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = image[top : top + side, left : left + side]
+        return jpeg_roundtrip(resize(square, 400, 400), 85)
+    if condition == "laundered":
+        target = int(rng.choice(LAUNDER_SIZES))
+        scale = target / max(height, width)
+        resized = resize(image, max(1, round(width * scale)), max(1, round(height * scale)))
+        return jpeg_roundtrip(resized, int(rng.choice(LAUNDER_QUALITIES)))
+    if condition == "cropped":
+        keep_w, keep_h = rng.uniform(0.70, 0.95, size=2)
+        crop_w, crop_h = max(1, round(width * keep_w)), max(1, round(height * keep_h))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        return resize(image[top : top + crop_h, left : left + crop_w], width, height)
+    raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+
+
+def tpr_at_fpr(labels: Sequence[int], scores: Sequence[float], max_fpr: float) -> float:
+    """Share of fakes flagged at the strictest threshold that flags at most ``max_fpr`` of the reals."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    reals, fakes = np.sort(s[y == 0])[::-1], s[y == 1]
+    if len(reals) == 0 or len(fakes) == 0:
+        return float("nan")
+    allowed = int(math.floor(max_fpr * len(reals)))
+    threshold = np.nextafter(reals[allowed], np.inf) if allowed < len(reals) else -np.inf
+    return float(np.mean(fakes >= threshold))
+
+
+def expected_calibration_error(labels: Sequence[int], likelihoods: Sequence[float], bins: int = 10) -> float:
+    """ECE over equal-width bins, with classes weighted equally (the likelihood holds at even prior odds)."""
+    y = np.asarray(labels)
+    p = np.asarray(likelihoods, dtype=np.float64)
+    n_pos, n_neg = max((y == 1).sum(), 1), max((y == 0).sum(), 1)
+    weights = np.where(y == 1, 0.5 / n_pos, 0.5 / n_neg)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        in_bin = index == b
+        mass = weights[in_bin].sum()
+        if mass > 0:
+            observed = (weights[in_bin] * y[in_bin]).sum() / mass
+            predicted = (weights[in_bin] * p[in_bin]).sum() / mass
+            error += mass * abs(observed - predicted)
+    return float(error)
+
+
+def metrics(labels: Sequence[int], likelihoods: Sequence[float], threshold: float) -> dict[str, float]:
+    """AUC, TPR at 1% and 0.1% FPR, FPR and TPR at ``threshold``, calibration error, counts."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels)
+    p = np.asarray(likelihoods, dtype=np.float64)
+    both = (y == 0).any() and (y == 1).any()
+    return {
+        "n_real": int((y == 0).sum()),
+        "n_fake": int((y == 1).sum()),
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "tpr_at_1pct_fpr": tpr_at_fpr(y, p, 0.01),
+        "tpr_at_0.1pct_fpr": tpr_at_fpr(y, p, 0.001),
+        "fpr_at_threshold": float(np.mean(p[y == 0] >= threshold)) if (y == 0).any() else float("nan"),
+        "tpr_at_threshold": float(np.mean(p[y == 1] >= threshold)) if (y == 1).any() else float("nan"),
+        "ece": expected_calibration_error(y, p) if both else float("nan"),
+    }
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
+    """A plain-text table: one row per key, the given metric columns."""
+    width = max([len("group")] + [len(k) for k in rows]) + 2
+    lines = ["group".ljust(width) + "".join(c[:16].rjust(17) for c in columns)]
+    for key, values in rows.items():
+        cells = []
+        for c in columns:
+            v = values.get(c, float("nan"))
+            cells.append(f"{v:17d}" if isinstance(v, int) else f"{v:17.4f}")
+        lines.append(key.ljust(width) + "".join(cells))
+    return "\n".join(lines)

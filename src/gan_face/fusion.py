@@ -1,0 +1,118 @@
+"""Fusion: every piece of evidence into one calibrated likelihood, and the threshold that goes with it.
+
+Each check's score ``s`` becomes the feature ``z = (logit(s) - center) / scale`` and the fused log-odds are
+``intercept + sum(weight * z)``: a logistic regression, so each evidence's share of a verdict is its own term, and
+fitting it on data the CNN never trained on is also its calibration (Platt scaling). Classes are weighted equally,
+so the likelihood holds at even prior odds. Evidence a check could not judge (``score=None``) gets ``z = 0``,
+which ``center`` places midway between the two classes: absent evidence pushes neither way.
+
+Everything lives in the model card's ``"fusion"`` entry; features are named after checks, so a new check enters
+by refitting, without code changes here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+#: Scores are clipped away from 0 and 1 before the logit, so one saturated check cannot dominate without bound.
+SCORE_EPSILON = 1e-6
+
+
+def score_logit(score: float) -> float:
+    s = min(max(score, SCORE_EPSILON), 1.0 - SCORE_EPSILON)
+    return math.log(s / (1.0 - s))
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+@dataclass(frozen=True)
+class Fusion:
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    centers: tuple[float, ...]
+    scales: tuple[float, ...]
+    intercept: float
+
+    def contributions(self, scores: Mapping[str, Optional[float]]) -> dict[str, float]:
+        """Each feature's term in the fused log-odds (0 for evidence that is absent)."""
+        terms = {}
+        for name, weight, center, scale in zip(self.features, self.weights, self.centers, self.scales):
+            score = scores.get(name)
+            terms[name] = 0.0 if score is None else weight * (score_logit(score) - center) / scale
+        return terms
+
+    def log_odds(self, scores: Mapping[str, Optional[float]]) -> float:
+        return self.intercept + sum(self.contributions(scores).values())
+
+    def likelihood(self, scores: Mapping[str, Optional[float]]) -> float:
+        return sigmoid(self.log_odds(scores))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "features": list(self.features),
+            "weights": [round(w, 6) for w in self.weights],
+            "centers": [round(c, 6) for c in self.centers],
+            "scales": [round(s, 6) for s in self.scales],
+            "intercept": round(self.intercept, 6),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "Fusion":
+        features = tuple(str(f) for f in data["features"])  # type: ignore[union-attr]
+        columns = [tuple(float(v) for v in data[key]) for key in ("weights", "centers", "scales")]  # type: ignore
+        if any(len(column) != len(features) for column in columns):
+            raise ValueError("fusion: features, weights, centers and scales must have the same length")
+        if any(s <= 0 for s in columns[2]):
+            raise ValueError("fusion: scales must be positive")
+        return cls(features, *columns, intercept=float(data["intercept"]))  # type: ignore[arg-type]
+
+
+def fit_fusion(
+    scores: Mapping[str, Sequence[Optional[float]]],
+    labels: Sequence[int],
+    *,
+    regularization: float = 1.0,
+) -> Fusion:
+    """Fit the fusion on validation data the CNN did not train on. Needs scikit-learn (``gan-face[train]``).
+
+    ``scores[name][i]`` is check ``name``'s score on image ``i`` (``None`` where it could not judge).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(labels, dtype=int)
+    names = tuple(scores)
+    centers, scales, columns = [], [], []
+    for name in names:
+        raw = np.array([np.nan if s is None else score_logit(s) for s in scores[name]], dtype=np.float64)
+        present = ~np.isnan(raw)
+        class_means = [raw[present & (y == label)].mean() for label in (0, 1)]
+        center = float(np.mean(class_means))
+        scale = float(np.std(raw[present])) or 1.0
+        centers.append(center)
+        scales.append(scale)
+        columns.append(np.where(present, (raw - center) / scale, 0.0))
+    x = np.stack(columns, axis=1)
+    model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=1000).fit(x, y)
+    return Fusion(
+        features=names,
+        weights=tuple(float(w) for w in model.coef_[0]),
+        centers=tuple(centers),
+        scales=tuple(scales),
+        intercept=float(model.intercept_[0]),
+    )
+
+
+def threshold_at_fpr(real_likelihoods: Sequence[float], max_fpr: float = 0.01) -> float:
+    """The lowest threshold that flags at most ``max_fpr`` of these real photos (``likelihood >= threshold``)."""
+    values = np.sort(np.asarray(real_likelihoods, dtype=np.float64))[::-1]
+    allowed = int(math.floor(max_fpr * len(values)))  # how many reals may score at or above the threshold
+    if allowed >= len(values):
+        return 0.0
+    # just above the first real that must not be flagged
+    return float(np.nextafter(values[allowed], np.inf))

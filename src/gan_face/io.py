@@ -1,0 +1,225 @@
+"""Image loading: every supported kind of input becomes one RGB ``uint8`` array here, and only here.
+
+Files are recognised by their content, never by their name. What a social network does to an avatar (EXIF
+rotation, transparency, palette or 16-bit modes, animation) is undone the same way for every input type, so a
+file's path, its bytes, its PIL image and its array all give the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import (
+    CorruptImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    NotAnImageError,
+    UnsupportedInputError,
+)
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+
+#: Default pixel limit (width x height). Avatars are well under a megapixel; 64 MP still admits any camera photo.
+DEFAULT_MAX_PIXELS = 64_000_000
+#: Transparent pixels are composited onto this mid grey, so that neither class gets a tell-tale white or black.
+NEUTRAL_BACKGROUND = (128, 128, 128)
+
+
+def describe_source(source: object) -> str:
+    """A short human name for an input, used in error messages and reports."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.mode} {source.width}x{source.height}>"
+    if isinstance(source, np.ndarray):
+        return f"<array {source.dtype} {'x'.join(map(str, source.shape))}>"
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, os.PathLike)):
+        return os.fspath(name)
+    return f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return ``source`` as an ``H x W x 3`` RGB ``uint8`` array.
+
+    ``source`` is a path (``str`` or ``os.PathLike``), the encoded bytes of an image, a binary file object, a PIL
+    image or a numpy array (``HxW`` grey, ``HxWx1``, ``HxWx3`` RGB or ``HxWx4`` RGBA; ``uint8``, ``uint16`` or
+    float in [0, 1]). EXIF orientation is applied, transparency is composited onto a neutral grey, animated images
+    give their first frame. ``max_pixels`` (``None``: no limit) refuses larger images from their header alone,
+    before decoding, so a decompression bomb costs nothing.
+
+    Raises a subclass of :class:`gan_face.errors.ImageLoadError` whose message names the input and the problem.
+    """
+    name = describe_source(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name, max_pixels)
+    if isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, name, max_pixels)
+        return _decode(source, name)
+    return _decode_encoded(_read_bytes(source, name), name, max_pixels)
+
+
+def _read_bytes(source: object, name: str) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFoundError(name, "no such file") from None
+        except IsADirectoryError:
+            raise ImageNotFoundError(name, "is a folder, not an image file") from None
+        except OSError as exc:
+            raise CorruptImageError(name, f"cannot be read ({exc.strerror or exc})") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise UnsupportedInputError(name, "file object must be opened in binary mode ('rb')")
+        return bytes(data)
+    raise UnsupportedInputError(
+        name, "expected a path, bytes, a binary file object, a PIL image or a numpy array"
+    )
+
+
+def _decode_encoded(data: bytes, name: str, max_pixels: int | None) -> np.ndarray:
+    if not data:
+        raise CorruptImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit below; Pillow's own check is only a warning below twice its limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(name, _pillow_bomb_message(exc)) from None
+    except UnidentifiedImageError:
+        raise NotAnImageError(name, "not an image (content is not in any format Pillow reads)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(name, f"damaged image header ({exc})") from None
+    with image:
+        _check_pixels(image.width, image.height, name, max_pixels)
+        return _decode(image, name)
+
+
+def _pillow_bomb_message(exc: Exception) -> str:
+    return (
+        f"refused as a possible decompression bomb by Pillow's own limit ({exc}); if the image is genuine, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels= / --max-pixels"
+    )
+
+
+def _check_pixels(width: int, height: int, name: str, max_pixels: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(name, f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            name,
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+            "(possible decompression bomb; raise it with max_pixels= or --max-pixels if the image is genuine)",
+        )
+
+
+def _decode(image: Image.Image, name: str) -> np.ndarray:
+    try:
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb_array(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(name, _pillow_bomb_message(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(name, f"image data is damaged or truncated ({exc})") from None
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode == "P" or mode == "PA":
+        image = image.convert("RGBA")  # a palette may carry transparency
+        mode = "RGBA"
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _grey_to_rgb(_high_bit_depth_to_uint8(np.asarray(image)))
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = np.asarray(image.convert("RGBA"))
+        return _composite(rgba)
+    if mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _high_bit_depth_to_uint8(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    # 16-bit files use the full 0..65535 range; a float or 32-bit image that already fits 0..255 is kept as is.
+    scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def _composite(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255.0
+    background = np.asarray(NEUTRAL_BACKGROUND, dtype=np.float32)
+    rgb = rgba[:, :, :3].astype(np.float32) * alpha + background * (1.0 - alpha)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _from_array(array: np.ndarray, name: str, max_pixels: int | None) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UnsupportedInputError(name, "expected an HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA) array")
+    _check_pixels(array.shape[1], array.shape[0], name, max_pixels)
+    if array.dtype == np.uint8:
+        pass
+    elif array.dtype == np.uint16:
+        array = _high_bit_depth_to_uint8(array)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+            raise UnsupportedInputError(name, "float arrays must hold finite values in [0, 1]")
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    else:
+        raise UnsupportedInputError(name, f"unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1])")
+    if array.ndim == 2:
+        return _grey_to_rgb(array)
+    if array.shape[2] == 4:
+        return _composite(array)
+    return np.ascontiguousarray(array)
+
+
+#: Names that announce an image. A file with one of these is always scanned (so a broken one is reported);
+#: any other file is scanned only when its content is an image.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+)
+
+
+def is_image_candidate(path: str | os.PathLike[str]) -> bool:
+    """Whether a file in a folder should be scored: an image by its name or, failing that, by its content.
+
+    Hidden files are skipped. Reading the header only, this costs one small read per file.
+    """
+    path = Path(path)
+    if path.name.startswith("."):
+        return False
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path):
+                return True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False

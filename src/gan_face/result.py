@@ -1,0 +1,65 @@
+"""The frozen result of scoring one image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, Mapping, Optional
+
+from .align import Face
+from .checks import CheckResult
+
+Status = Literal["ok", "no_face", "multiple_faces", "low_quality"]
+STATUSES: tuple[str, ...] = ("ok", "no_face", "multiple_faces", "low_quality")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How likely a GAN made this face, the decision at ``threshold``, and the evidence.
+
+    ``likelihood`` is a calibrated probability at even prior odds: among images scoring 0.9, nine in ten were
+    GAN faces in validation data holding as many GAN faces as real photos. On a platform where GAN faces are
+    rare, a flag is less certain than that (see the README). ``synthetic`` is ``likelihood >= threshold``;
+    ``bool(verdict)`` is ``synthetic``.
+
+    ``status`` is ``"ok"``, ``"no_face"`` (the likelihood then rests on the whole-frame checks only),
+    ``"multiple_faces"`` (the largest face was judged) or ``"low_quality"`` (face too small or unsure).
+    ``checks`` maps each evidence name (``"cnn"``, ``"eyes"``, ...) to its :class:`CheckResult`;
+    ``contributions`` gives each one's share of the fused log-odds, for explaining a flag.
+    """
+
+    likelihood: float
+    threshold: float
+    status: Status
+    face: Optional[Face]
+    checks: Mapping[str, CheckResult]
+    contributions: Mapping[str, float] = field(default_factory=dict)
+    image_size: tuple[int, int] = (0, 0)  # width, height of the loaded image
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.likelihood <= 1.0:
+            raise ValueError(f"likelihood {self.likelihood} outside [0, 1]")
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        object.__setattr__(self, "checks", MappingProxyType(dict(self.checks)))
+        object.__setattr__(self, "contributions", MappingProxyType(dict(self.contributions)))
+
+    @property
+    def synthetic(self) -> bool:
+        return self.likelihood >= self.threshold
+
+    def __bool__(self) -> bool:
+        return self.synthetic
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict with every field (used by the JSONL and HTML reports)."""
+        return {
+            "likelihood": round(self.likelihood, 6),
+            "synthetic": self.synthetic,
+            "threshold": round(self.threshold, 6),
+            "status": self.status,
+            "image_size": list(self.image_size),
+            "face": None if self.face is None else self.face.to_dict(),
+            "checks": {name: result.to_dict() for name, result in self.checks.items()},
+            "contributions": {name: round(value, 4) for name, value in self.contributions.items()},
+        }

@@ -1,0 +1,201 @@
+"""Scanning files and folders into a report: discovery, resumable and crash-safe output, error rows.
+
+This is the layer that knows about files and folders; the Detector below it only sees images, the CLI above it
+only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Optional, Sequence
+
+from .errors import GanFaceError
+from .io import is_image_candidate
+from .report import (
+    CsvRowWriter,
+    JsonlRowWriter,
+    columns_for,
+    error_row,
+    read_done_paths,
+    verdict_row,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl")
+
+
+class OutputExistsError(GanFaceError):
+    """The report file exists and neither resuming nor overwriting was asked for."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # where to read it
+    display: str  # what the report calls it: relative to the folder given, or as given
+
+
+def collect_files(arguments: Sequence[str], *, recursive: bool = False) -> list[InputFile]:
+    """The files to scan, in a stable order: each argument in turn, a folder's images sorted by path.
+
+    Inside a folder, a file is an image by its name or, failing that, by its content (``io.is_image_candidate``);
+    other files (a README, a manifest) are skipped. Rows are named relative to the folder given; when several
+    folders are given, the folder as given is kept in front so that names cannot collide.
+    """
+    folders = [a for a in arguments if os.path.isdir(a)]
+    files: list[InputFile] = []
+    for argument in arguments:
+        if not os.path.isdir(argument):
+            files.append(InputFile(argument, argument))
+            continue
+        root = Path(argument)
+        found = root.rglob("*") if recursive else root.iterdir()
+        for path in sorted(p for p in found if p.is_file() and not _hidden(p.relative_to(root))):
+            if not is_image_candidate(path):
+                log.info("skipping %s: not an image", path)
+                continue
+            relative = path.relative_to(root).as_posix()
+            display = os.path.join(argument, relative) if len(folders) > 1 else relative
+            files.append(InputFile(str(path), display))
+    return files
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def format_for(output: Optional[str], requested: Optional[str]) -> str:
+    if requested:
+        return requested
+    if output:
+        suffix = Path(output).suffix.lower().lstrip(".")
+        if suffix in ("jsonl", "ndjson", "json"):
+            return "jsonl"
+        if suffix in FORMATS:
+            return suffix
+    return "csv"
+
+
+@dataclass
+class ScanSummary:
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0  # already in the report when resuming
+    flagged: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class ReportFile:
+    """A report written crash-safely: rows go to ``<out>.partial`` and it becomes ``<out>`` when the scan ends.
+
+    An interrupted scan leaves ``<out>`` untouched (or absent) and a ``.partial`` of whole rows, which
+    ``resume=True`` continues. An existing ``<out>`` is never replaced unless ``overwrite=True``.
+    """
+
+    def __init__(self, output: str, fmt: str, columns: Sequence[str], *, resume: bool, overwrite: bool) -> None:
+        self.output = Path(output)
+        self.partial = self.output.with_name(self.output.name + ".partial")
+        self.done: set[str] = set()
+        if self.output.exists() and not (resume or overwrite):
+            raise OutputExistsError(
+                f"{self.output}: already exists; use --resume to add the files it lacks, or --overwrite"
+            )
+        if resume and not self.partial.exists() and self.output.exists():
+            self.partial.write_bytes(self.output.read_bytes())
+        if not resume and self.partial.exists():
+            self.partial.unlink()
+        header: Optional[list[str]] = None
+        if resume and self.partial.exists():
+            _drop_incomplete_last_line(self.partial)
+            with open(self.partial, newline="", encoding="utf-8") as handle:
+                self.done, header = read_done_paths(handle, fmt)
+            if fmt == "csv" and header is not None and tuple(header) != tuple(columns):
+                raise OutputExistsError(f"{self.partial}: its columns differ from this scan's; cannot resume it")
+        self.handle: IO[str] = open(self.partial, "a", newline="", encoding="utf-8")
+        write_header = fmt == "csv" and header is None
+        self.writer = (
+            CsvRowWriter(self.handle, columns, write_header=write_header)
+            if fmt == "csv"
+            else JsonlRowWriter(self.handle, columns)
+        )
+
+    def finish(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.partial, self.output)
+
+    def abandon(self) -> None:
+        self.handle.flush()
+        self.handle.close()
+
+
+def _drop_incomplete_last_line(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def run_scan(
+    detector,
+    files: Sequence[InputFile],
+    *,
+    output: Optional[str],
+    fmt: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    progress: bool = True,
+    on_row: Optional[Callable[[dict], None]] = None,
+) -> ScanSummary:
+    """Score ``files`` with ``detector`` and write one row per file, in input order."""
+    check_names = detector.report_check_names
+    columns = columns_for(check_names)
+    summary = ScanSummary()
+    report = None
+    if output:
+        report = ReportFile(output, fmt, columns, resume=resume, overwrite=overwrite)
+        writer, handle = report.writer, report.handle
+    else:
+        handle = sys.stdout
+        writer = CsvRowWriter(handle, columns) if fmt == "csv" else JsonlRowWriter(handle, columns)
+    todo = [f for f in files if report is None or f.display not in report.done]
+    summary.skipped = len(files) - len(todo)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
+    try:
+        results = detector.score_many((f.path for f in todo), batch_size=batch_size, errors="return")
+        for done, (item, result) in enumerate(zip(todo, results), start=1):
+            if isinstance(result, GanFaceError):
+                summary.failed += 1
+                row = error_row(item.display, result, check_names)
+            else:
+                summary.scored += 1
+                summary.flagged += bool(result.synthetic)
+                summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                row = verdict_row(item.display, result, check_names)
+            writer.write(row)
+            if on_row is not None:
+                on_row(row)
+            bar.update(1)
+            if done % batch_size == 0:
+                handle.flush()
+    except BaseException:
+        if report is not None:
+            report.abandon()
+        raise
+    finally:
+        bar.close()
+    if report is not None:
+        report.finish()
+    else:
+        handle.flush()
+    return summary
+

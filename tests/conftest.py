@@ -1,0 +1,99 @@
+"""Shared fixtures. Tests that need ../shared/data use the ``shared_data`` fixture, which skips without it."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GAN_FACE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "fake").is_dir():
+        pytest.skip(f"needs the training data at {SHARED_DATA} (set GAN_FACE_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real photo of a face (Eileen Collins, NASA, public domain) that ships inside scikit-image."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory, astronaut) -> Path:
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(astronaut).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from gan_face import Detector
+
+    return Detector()
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (10 gigapixels by default)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def broken_files(folder: Path, astronaut: np.ndarray) -> dict[str, Path]:
+    """One file of each awkward kind, named by what it is; returns name -> path."""
+    face = Image.fromarray(astronaut)
+    jpeg = encode(face, "JPEG", quality=90)
+    files = {
+        "empty.jpg": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 3],
+        "text.jpg": b"this is not an image, whatever its name says\n" * 10,
+        "bomb.png": png_bomb(),
+        "cmyk.jpg": encode(face.convert("CMYK"), "JPEG", quality=90),
+        "grey16.png": encode(Image.fromarray((np.asarray(face.convert("L")).astype(np.uint16) * 257)), "PNG"),
+        "rgba.png": encode(face.convert("RGBA"), "PNG"),
+        "animated.gif": _animated_gif(face),
+        "rotated.jpg": _exif_rotated(face),
+        "good.jpg": jpeg,
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+def _animated_gif(face: Image.Image) -> bytes:
+    second = Image.new("RGB", face.size, (255, 0, 0))
+    buffer = io.BytesIO()
+    face.save(buffer, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _exif_rotated(face: Image.Image) -> bytes:
+    """The face stored lying on its side, with EXIF orientation 6 saying 'rotate 90 degrees clockwise to view'."""
+    stored = face.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(stored, "JPEG", quality=92, exif=exif.tobytes())

@@ -1,0 +1,75 @@
+import dataclasses
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gan_face
+from gan_face import Detector, GanFaceError, Verdict, is_synthetic
+from gan_face.errors import CorruptImageError
+
+
+def test_import_is_light():
+    code = "import sys, gan_face; assert 'torch' not in sys.modules and 'facenet_pytorch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert set(gan_face.__all__) >= {"is_synthetic", "Detector", "Verdict", "__version__"}
+
+
+def test_same_likelihood_for_path_bytes_pil_and_array(astronaut_png):
+    data = astronaut_png.read_bytes()
+    pil = Image.open(io.BytesIO(data))
+    array = np.asarray(Image.open(astronaut_png).convert("RGB"))
+    results = [is_synthetic(x) for x in (str(astronaut_png), astronaut_png, data, pil, array)]
+    assert len({r.likelihood for r in results}) == 1
+    assert len({r.status for r in results}) == 1
+
+
+def test_verdict_contract(detector, astronaut):
+    v = detector.score(astronaut)
+    assert isinstance(v, Verdict)
+    assert 0.0 <= v.likelihood <= 1.0
+    assert v.synthetic == (v.likelihood >= v.threshold) == bool(v)
+    assert v.status == "ok"
+    assert v.face is not None and v.face.landmarks.left_eye[0] < v.face.landmarks.right_eye[0]
+    assert set(detector.report_check_names) == set(v.checks)
+    for name, check in v.checks.items():
+        assert check.name == name and check.explanation
+        assert check.score is None or 0.0 <= check.score <= 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.likelihood = 0.5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        v.checks["eyes"] = None  # type: ignore[index]
+    row = v.to_dict()
+    assert row["status"] == "ok" and row["face"]["landmarks"]["left_eye"]
+    # a real NASA portrait, framed by a person: not flagged
+    assert not v.synthetic
+
+
+def test_no_face_still_gets_a_likelihood(detector):
+    flat = np.full((256, 256, 3), 120, dtype=np.uint8)
+    v = detector.score(flat)
+    assert v.status == "no_face" and v.face is None
+    assert 0.0 <= v.likelihood <= 1.0
+    assert v.checks["eyes"].score is None
+
+
+def test_threshold_override(detector, astronaut):
+    strict = is_synthetic(astronaut, threshold=0.0)
+    assert strict.synthetic and strict.threshold == 0.0
+    assert Detector(threshold=1.0).score(astronaut).threshold == 1.0
+    with pytest.raises(ValueError):
+        Detector(threshold=1.5)
+
+
+def test_errors_raise_in_score_and_flow_in_batches(detector, astronaut):
+    with pytest.raises(CorruptImageError, match="0 bytes"):
+        detector.score(b"")
+    results = list(detector.score_many([astronaut, b"", b"garbage", astronaut], batch_size=3, errors="return"))
+    assert [type(r).__name__ for r in results] == ["Verdict", "CorruptImageError", "NotAnImageError", "Verdict"]
+    assert results[0].likelihood == results[3].likelihood
+    assert all(isinstance(r, GanFaceError) for r in results[1:3])
+    with pytest.raises(GanFaceError):
+        list(detector.score_many([astronaut, b""]))

@@ -1,0 +1,88 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from gan_face.cli import main
+
+from conftest import broken_files
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture()
+def folder(tmp_path, astronaut):
+    avatars = tmp_path / "avatars"
+    avatars.mkdir()
+    files = broken_files(avatars, astronaut)
+    (avatars / "MANIFEST.txt").write_text("not an image and not named like one: skipped\n")
+    (avatars / "sub").mkdir()
+    (avatars / "sub" / "deep.jpg").write_bytes(files["good.jpg"].read_bytes())
+    return avatars
+
+
+def test_scan_folder_to_csv_one_row_per_file(folder, tmp_path):
+    out = tmp_path / "report.csv"
+    start = time.perf_counter()
+    result = run("scan", str(folder), "-o", str(out), "-q")
+    assert result.exit_code == 1  # some files were broken
+    rows = list(csv.DictReader(open(out)))
+    names = [r["path"] for r in rows]
+    assert names == sorted(names)  # input order: the folder's files sorted
+    assert set(names) == {"animated.gif", "bomb.png", "cmyk.jpg", "empty.jpg", "good.jpg", "grey16.png",
+                          "rgba.png", "rotated.jpg", "text.jpg", "truncated.jpg"}
+    by_name = {r["path"]: r for r in rows}
+    for broken in ("empty.jpg", "truncated.jpg", "text.jpg", "bomb.png"):
+        row = by_name[broken]
+        assert broken in row["error"] and row["likelihood"] == ""
+    for good in ("animated.gif", "cmyk.jpg", "good.jpg", "grey16.png", "rgba.png", "rotated.jpg"):
+        row = by_name[good]
+        assert row["error"] == "" and 0.0 <= float(row["likelihood"]) <= 1.0, good
+        assert row["status"] == "ok" and row["check_eyes"] != "" and row["reason"]
+    assert not (tmp_path / "report.csv.partial").exists()
+    assert time.perf_counter() - start < 60
+
+
+def test_scan_recursive_jsonl_and_stdout(folder, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert run("scan", str(folder), "-r", "-o", str(out), "-q").exit_code == 1
+    rows = [json.loads(line) for line in open(out)]
+    assert "sub/deep.jpg" in [r["path"] for r in rows]
+    good = next(r for r in rows if r["path"] == "good.jpg")
+    assert {"path", "likelihood", "synthetic", "status", "error", "check_eyes"} <= set(good)
+    assert good["face"]["landmarks"]["left_eye"] and good["explanations"]["eyes"]
+    assert all((r["likelihood"] is None) == (r["error"] is not None) for r in rows)
+    result = run("scan", str(folder / "good.jpg"), "--format", "jsonl", "-q")
+    assert result.exit_code == 0
+    (row,) = [json.loads(line) for line in result.output.splitlines()]
+    assert row["path"] == str(folder / "good.jpg")
+
+
+def test_existing_report_is_not_overwritten(folder, tmp_path):
+    out = tmp_path / "keep.csv"
+    out.write_text("precious\n")
+    result = CliRunner().invoke(main, ["scan", str(folder / "good.jpg"), "-o", str(out)])
+    assert result.exit_code == 2 and "--resume" in result.output
+    assert out.read_text() == "precious\n"
+    assert run("scan", str(folder / "good.jpg"), "-o", str(out), "--overwrite", "-q").exit_code == 0
+    assert "good.jpg" in out.read_text()
+
+
+def test_bad_usage_exits_2(tmp_path):
+    assert CliRunner().invoke(main, ["scan", str(tmp_path / "missing")]).exit_code == 2
+    assert CliRunner().invoke(main, ["scan"]).exit_code == 2
+    assert CliRunner().invoke(main, ["scan", str(tmp_path), "--threshold", "3"]).exit_code == 2
+
+
+def test_console_script_runs(folder, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "gan-face")
+    done = subprocess.run([exe, "scan", str(folder / "good.jpg"), "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("path,likelihood,synthetic")
