@@ -14,30 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from gan_face.datasets import index_tree, manifest_digest
 from gan_face.detector import Detector
-from gan_face.evaluation import apply_condition, format_table, metrics
-from gan_face.fusion import Fusion, fit_fusion, threshold_at_fpr
-from gan_face.io import load_image
-
-
-def score_checks(detector: Detector, samples, conditions, batch_size: int = 32):
-    """Check scores (per evidence name) and labels/sources for every sample under every condition."""
-    from tqdm import tqdm
-
-    rows = []
-    work = [(i, s, c) for c in conditions for i, s in enumerate(samples)]
-    for start in tqdm(range(0, len(work), batch_size), desc="scoring", unit="batch"):
-        chunk = work[start : start + batch_size]
-        images = [apply_condition(load_image(s.path), c, seed=i) for i, s, c in chunk]
-        for (i, s, c), verdict in zip(chunk, detector.score_arrays(images)):
-            rows.append({"sample": s, "condition": c, "scores": {k: r.score for k, r in verdict.checks.items()}})
-    return rows
+from gan_face.evaluation import format_table, group_metrics, score_samples
+from gan_face.fusion import fit_fusion, threshold_at_fpr
 
 
 def main() -> int:
@@ -55,14 +39,18 @@ def main() -> int:
         samples = [s for s in samples if s.source in wanted]
     conditions = args.conditions.split(",")
     detector = Detector(weights=args.card)
-    rows = score_checks(detector, samples, conditions)
+    rows = score_samples(detector, samples, conditions)
     names = list(rows[0]["scores"])
     labels = [r["sample"].label for r in rows]
     fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
-    threshold = threshold_at_fpr(likelihoods[np.array(labels) == 0], args.max_fpr)
+    # the strictest of the per-condition thresholds: at most max_fpr of the reals flagged in every condition
+    is_real = np.array(labels) == 0
+    row_conditions = np.array([r["condition"] for r in rows])
+    threshold = max(threshold_at_fpr(likelihoods[is_real & (row_conditions == c)], args.max_fpr) for c in conditions)
 
-    report = fit_report(rows, likelihoods, threshold)
+    sources = np.array([r["sample"].source for r in rows])
+    report = group_metrics(np.array(labels), likelihoods, sources, threshold)
     print(format_table(report, ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "fpr_at_threshold", "ece"]))
     print("fusion:", json.dumps(fusion.to_dict()), "threshold:", round(threshold, 6))
 
@@ -80,17 +68,6 @@ def main() -> int:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {card_path}")
     return 0
-
-
-def fit_report(rows, likelihoods, threshold) -> dict[str, dict[str, float]]:
-    """Metrics pooled and per source: each fake source against all reals, each real source against all fakes."""
-    labels = np.array([r["sample"].label for r in rows])
-    sources = np.array([r["sample"].source for r in rows])
-    report = {"all": metrics(labels, likelihoods, threshold)}
-    for source in sorted(set(sources)):
-        mask = (sources == source) | (labels != labels[sources == source][0])
-        report[source] = metrics(labels[mask], likelihoods[mask], threshold)
-    return report
 
 
 if __name__ == "__main__":

