@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from gan_face.train import tune_allocator
+    from gan_face._runtime import tune_allocator
 
     tune_allocator()
     samples = index_tree(args.data)

@@ -21,7 +21,7 @@ import numpy as np
 from gan_face.datasets import index_tree, manifest_digest
 from gan_face.detector import Detector
 from gan_face.evaluation import format_table, group_metrics, score_samples
-from gan_face.fusion import fit_fusion, threshold_at_fpr
+from gan_face.fusion import fit_on_rows
 
 
 def main() -> int:
@@ -40,17 +40,11 @@ def main() -> int:
     conditions = args.conditions.split(",")
     detector = Detector(weights=args.card)
     rows = score_samples(detector, samples, conditions)
-    names = list(rows[0]["scores"])
-    labels = [r["sample"].label for r in rows]
-    fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
+    fusion, threshold = fit_on_rows(rows, max_fpr=args.max_fpr)
+    labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
-    # the strictest of the per-condition thresholds: at most max_fpr of the reals flagged in every condition
-    is_real = np.array(labels) == 0
-    row_conditions = np.array([r["condition"] for r in rows])
-    threshold = max(threshold_at_fpr(likelihoods[is_real & (row_conditions == c)], args.max_fpr) for c in conditions)
-
     sources = np.array([r["sample"].source for r in rows])
-    report = group_metrics(np.array(labels), likelihoods, sources, threshold)
+    report = group_metrics(labels, likelihoods, sources, threshold)
     print(format_table(report, ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "fpr_at_threshold", "ece"]))
     print("fusion:", json.dumps(fusion.to_dict()), "threshold:", round(threshold, 6))
 

@@ -43,8 +43,8 @@ from gan_face.train import (
     settings_dict,
     split_by_identity,
     train_cnn,
-    tune_allocator,
 )
+from gan_face._runtime import tune_allocator
 
 
 

@@ -86,3 +86,36 @@ def test_console_script_runs(folder, tmp_path):
     done = subprocess.run([exe, "scan", str(folder / "good.jpg"), "-q"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("path,likelihood,synthetic")
+
+
+def _evil_weights(tmp_path):
+    """A pickle that would create a marker file if it were ever unpickled, with a card naming it."""
+    import pickle
+
+    from gan_face.cnn import CnnConfig
+    from gan_face.model import load_model_card
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(pickle.dumps({"_fc.weight": Payload()}))
+    card = dict(load_model_card().raw, cnn={"weights": "evil.pth", "config": CnnConfig().to_dict()})
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    return weights, marker
+
+
+def test_malicious_weights_are_refused_by_scan_and_finetune(folder, tmp_path):
+    weights, marker = _evil_weights(tmp_path)
+    scan = CliRunner().invoke(main, ["scan", str(folder / "good.jpg"), "--weights", str(weights)])
+    assert scan.exit_code == 2 and "refused" in scan.output and "weights_only" in scan.output
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake").mkdir()
+    tune = CliRunner().invoke(main, ["finetune", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+                                     "-o", str(tmp_path / "out.safetensors"), "--base", str(weights)])
+    assert tune.exit_code == 2 and "refused" in tune.output
+    assert not marker.exists()
+    assert not (tmp_path / "out.safetensors").exists()

@@ -24,8 +24,8 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Report file: .csv or .jsonl (default: CSV on stdout).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Report format (default: from -o's suffix).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Report file: .csv, .jsonl or .html (default: CSV on stdout).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "html"]), help="Report format (default: from -o's suffix).")
 @click.option("-r", "--recursive", is_flag=True, help="Also scan the subfolders of folders.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="A fine-tuned model (.safetensors or its .json card).")
@@ -34,6 +34,8 @@ def main(verbose: int) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan: skip the files already in the report.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report (only once the new scan has finished).")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1), help="Refuse larger images (decompression bombs).")
+@click.option("--summary", is_flag=True, help="Print the network view (shared eye positions, landmark groups); with -o also save the mean faces as <out>.network.png.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def scan(
     paths: tuple[str, ...],
@@ -47,6 +49,8 @@ def scan(
     resume: bool,
     overwrite: bool,
     max_pixels: int,
+    summary: bool,
+    workers: int,
     quiet: bool,
 ) -> None:
     """Score images and folders of images; one report row per file, in input order.
@@ -55,27 +59,37 @@ def scan(
     2 on bad usage.
     """
     from .detector import Detector
+    from .network import NetworkView
     from .scan import OutputExistsError, collect_files, format_for, run_scan
+    from ._runtime import tune_allocator
+
+    tune_allocator()  # a command, not a library import: faster CNN batches on glibc machines
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     if resume and not output:
         raise click.UsageError("--resume needs -o")
+    fmt = format_for(output, fmt)
+    if fmt == "html" and not output:
+        raise click.UsageError("an HTML report needs -o report.html")
     files = collect_files(paths, recursive=recursive)
     try:
         detector = Detector(weights=weights, device=device, threshold=threshold, max_pixels=max_pixels)
     except GanFaceError as exc:
         raise click.UsageError(str(exc)) from None
+    network = NetworkView() if summary else None
     try:
-        summary = run_scan(
+        result = run_scan(
             detector,
             files,
             output=output,
-            fmt=format_for(output, fmt),
+            fmt=fmt,
             resume=resume,
             overwrite=overwrite,
             batch_size=batch_size,
             progress=not quiet,
+            network=network,
+            workers=workers,
         )
     except OutputExistsError as exc:
         raise click.UsageError(str(exc)) from None
@@ -83,15 +97,68 @@ def scan(
         click.echo("\ninterrupted: the rows so far are kept; run again with --resume to finish", err=True)
         sys.exit(130)
     if not quiet:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items()))
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
         click.echo(
-            f"{summary.scored} scored ({statuses or 'none'}), {summary.flagged} flagged as GAN-generated at "
-            f"threshold {detector.threshold:.3f}, {summary.failed} unreadable"
-            + (f", {summary.skipped} already in the report" if summary.skipped else "")
+            f"{result.scored} scored ({statuses or 'none'}), {result.flagged} flagged as GAN-generated at "
+            f"threshold {detector.threshold:.3f}, {result.failed} unreadable"
+            + (f", {result.skipped} already in the report" if result.skipped else "")
             + (f"; report: {output}" if output else ""),
             err=True,
         )
-    sys.exit(1 if summary.failed else 0)
+    if network is not None:
+        click.echo(network.text(), err=True)
+        if output:
+            path = f"{output}.network.png"
+            if network.save_mean_faces(path):
+                click.echo(f"  mean faces (flagged | all, StyleGAN template in cyan): {path}", err=True)
+    sys.exit(1 if result.failed else 0)
+
+
+@main.command()
+@click.option("--real", "real_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of real photos (read recursively).")
+@click.option("--fake", "fake_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of the new generator's faces (read recursively).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the fine-tuned weights (.safetensors; the card goes beside it as .json).")
+@click.option("--base", default="default", show_default=True, help="Model to start from: 'default' (shipped) or a .safetensors/.json path.")
+@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1, 100))
+@click.option("--val-fraction", default=0.3, show_default=True, type=click.FloatRange(0.1, 0.6), help="Share held out: half to refit calibration and threshold, half to report before/after.")
+@click.option("--base-val", type=click.Path(exists=True, file_okay=False), help="The base model's validation tree (real/ and fake/) to check what it keeps.")
+@click.option("--cache", type=click.Path(file_okay=False), help="Cache folder for detections and crops (default: a temporary folder).")
+@click.option("--device", default=None, help="torch device for scoring (training runs on the CPU).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, cache, device, overwrite) -> None:
+    """Adapt the model to a new generator from a few hundred of its faces, keeping what it knew.
+
+    Prints the before/after table (AUC and TPR at 1% FPR on held-out images of the new generator, and on the
+    base validation data when given). Use the result with: gan-face scan --weights OUTPUT ...
+    """
+    from pathlib import Path
+
+    from ._runtime import tune_allocator
+
+    tune_allocator()
+    try:
+        from .finetune import FinetuneSettings, finetune as run_finetune
+    except ImportError as exc:
+        raise click.ClickException(f"fine-tuning needs the training extras: pip install 'gan-face[train]' ({exc})")
+    target = Path(output).with_suffix(".safetensors")
+    for path in (target, target.with_suffix(".json")):
+        if path.exists() and not overwrite:
+            raise click.UsageError(f"{path}: already exists (use --overwrite)")
+    settings = FinetuneSettings(epochs=epochs, val_fraction=val_fraction)
+    try:
+        report = run_finetune(
+            real_dir, fake_dir, target, base=None if base == "default" else base, settings=settings,
+            base_validation=base_val, cache_dir=cache, device=device,
+        )
+    except GanFaceError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path, reason in report.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    click.echo(report.table())
+    click.echo(f"wrote {target} and {target.with_suffix('.json')} in {report.minutes:.1f} min; "
+               f"use it with: gan-face scan --weights {target} ...")
 
 
 if __name__ == "__main__":  # pragma: no cover

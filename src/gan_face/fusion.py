@@ -146,3 +146,20 @@ def threshold_at_fpr(real_likelihoods: Sequence[float], max_fpr: float = 0.01) -
         return 0.0
     # just above the first real that must not be flagged
     return float(np.nextafter(values[allowed], np.inf))
+
+
+def fit_on_rows(rows: Sequence[Mapping], max_fpr: float = 0.01) -> tuple[Fusion, float]:
+    """Fusion and threshold from rows of :func:`gan_face.evaluation.score_samples`.
+
+    The threshold is the strictest of the per-condition ones, so at most ``max_fpr`` of the real photos are
+    flagged in every condition (clean files, avatars, laundered, cropped), not merely on average.
+    """
+    names = list(rows[0]["scores"])
+    labels = np.array([r["sample"].label for r in rows])
+    fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
+    likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
+    conditions = np.array([r["condition"] for r in rows])
+    threshold = max(
+        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr) for c in dict.fromkeys(conditions)
+    )
+    return fusion, threshold

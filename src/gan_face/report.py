@@ -47,6 +47,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
         result = verdict.checks.get(name)
         score = None if result is None else result.score
         row[f"check_{name}"] = None if score is None else round(score, 6)
+    row["image_size"] = list(verdict.image_size)
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
     row["explanations"] = {name: result.explanation for name, result in verdict.checks.items()}
     return row

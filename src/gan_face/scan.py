@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Optional, Sequence
+from typing import IO, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
 
 from .errors import GanFaceError
-from .io import is_image_candidate
+from .io import is_image_candidate, load_image
+from .network import NetworkView
+from .report_html import render_html, thumbnail_b64
 from .report import (
     CsvRowWriter,
     JsonlRowWriter,
@@ -26,7 +32,7 @@ from .report import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "html")
 
 
 class OutputExistsError(GanFaceError):
@@ -75,6 +81,8 @@ def format_for(output: Optional[str], requested: Optional[str]) -> str:
         suffix = Path(output).suffix.lower().lstrip(".")
         if suffix in ("jsonl", "ndjson", "json"):
             return "jsonl"
+        if suffix in ("htm", "html"):
+            return "html"
         if suffix in FORMATS:
             return suffix
     return "csv"
@@ -93,18 +101,24 @@ class ReportFile:
     """A report written crash-safely: rows go to ``<out>.partial`` and it becomes ``<out>`` when the scan ends.
 
     An interrupted scan leaves ``<out>`` untouched (or absent) and a ``.partial`` of whole rows, which
-    ``resume=True`` continues. An existing ``<out>`` is never replaced unless ``overwrite=True``.
+    ``resume=True`` continues. An existing ``<out>`` is never replaced unless ``overwrite=True``. An HTML report
+    collects JSON-lines rows (with thumbnails) in its ``.partial`` and is rendered from them at the end.
     """
 
     def __init__(self, output: str, fmt: str, columns: Sequence[str], *, resume: bool, overwrite: bool) -> None:
         self.output = Path(output)
+        self.fmt = fmt
         self.partial = self.output.with_name(self.output.name + ".partial")
+        if fmt == "html":
+            fmt = "jsonl"
         self.done: set[str] = set()
         if self.output.exists() and not (resume or overwrite):
             raise OutputExistsError(
                 f"{self.output}: already exists; use --resume to add the files it lacks, or --overwrite"
             )
         if resume and not self.partial.exists() and self.output.exists():
+            if self.fmt == "html":
+                raise OutputExistsError(f"{self.output}: a finished HTML report cannot be resumed; use --overwrite")
             self.partial.write_bytes(self.output.read_bytes())
         if not resume and self.partial.exists():
             self.partial.unlink()
@@ -123,11 +137,15 @@ class ReportFile:
             else JsonlRowWriter(self.handle, columns)
         )
 
-    def finish(self) -> None:
+    def finish(self, render: Optional[Callable[[Path, Path], None]] = None) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        os.replace(self.partial, self.output)
+        if render is None:
+            os.replace(self.partial, self.output)
+        else:  # the HTML page is rendered from the rows, atomically, and only then are the rows let go
+            render(self.partial, self.output)
+            self.partial.unlink()
 
     def abandon(self) -> None:
         self.handle.flush()
@@ -141,6 +159,35 @@ def _drop_incomplete_last_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+def _load(path: str, max_pixels: Optional[int]) -> Union[np.ndarray, GanFaceError]:
+    try:
+        return load_image(path, max_pixels=max_pixels)
+    except GanFaceError as exc:
+        return exc
+
+
+def decoded_batches(
+    files: Sequence[InputFile], batch_size: int, max_pixels: Optional[int], workers: int
+) -> Iterator[tuple[Sequence[InputFile], list[Union[np.ndarray, GanFaceError]]]]:
+    """Batches of files with their decoded images (or errors), decoding the next batch while this one is scored.
+
+    Pillow releases the GIL while decoding, so threads decode in parallel; at most two batches are in memory.
+    """
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque = deque()
+        for batch in batches[:2]:
+            pending.append((batch, [pool.submit(_load, f.path, max_pixels) for f in batch]))
+        next_batch = 2
+        while pending:
+            batch, futures = pending.popleft()
+            if next_batch < len(batches):
+                upcoming = batches[next_batch]
+                pending.append((upcoming, [pool.submit(_load, f.path, max_pixels) for f in upcoming]))
+                next_batch += 1
+            yield batch, [future.result() for future in futures]
+
+
 def run_scan(
     detector,
     files: Sequence[InputFile],
@@ -151,9 +198,13 @@ def run_scan(
     overwrite: bool = False,
     batch_size: int = 32,
     progress: bool = True,
-    on_row: Optional[Callable[[dict], None]] = None,
+    network: Optional[NetworkView] = None,
+    workers: int = 2,
 ) -> ScanSummary:
-    """Score ``files`` with ``detector`` and write one row per file, in input order."""
+    """Score ``files`` with ``detector`` and write one row per file, in input order.
+
+    ``network``, when given, is fed every scored image (for the network view of ``--summary``).
+    """
     check_names = detector.report_check_names
     columns = columns_for(check_names)
     summary = ScanSummary()
@@ -162,6 +213,8 @@ def run_scan(
         report = ReportFile(output, fmt, columns, resume=resume, overwrite=overwrite)
         writer, handle = report.writer, report.handle
     else:
+        if fmt == "html":
+            raise ValueError("an HTML report needs an output file")
         handle = sys.stdout
         writer = CsvRowWriter(handle, columns) if fmt == "csv" else JsonlRowWriter(handle, columns)
     todo = [f for f in files if report is None or f.display not in report.done]
@@ -171,22 +224,26 @@ def run_scan(
 
     bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
     try:
-        results = detector.score_many((f.path for f in todo), batch_size=batch_size, errors="return")
-        for done, (item, result) in enumerate(zip(todo, results), start=1):
-            if isinstance(result, GanFaceError):
-                summary.failed += 1
-                row = error_row(item.display, result, check_names)
-            else:
-                summary.scored += 1
-                summary.flagged += bool(result.synthetic)
-                summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
-                row = verdict_row(item.display, result, check_names)
-            writer.write(row)
-            if on_row is not None:
-                on_row(row)
-            bar.update(1)
-            if done % batch_size == 0:
-                handle.flush()
+        for batch, loaded in decoded_batches(todo, batch_size, detector.max_pixels, workers):
+            arrays = [item for item in loaded if isinstance(item, np.ndarray)]
+            verdicts = iter(detector.score_arrays(arrays))
+            for item, image in zip(batch, loaded):
+                if isinstance(image, GanFaceError):
+                    summary.failed += 1
+                    row = error_row(item.display, image, check_names)
+                else:
+                    result = next(verdicts)
+                    summary.scored += 1
+                    summary.flagged += bool(result.synthetic)
+                    summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                    row = verdict_row(item.display, result, check_names)
+                    if fmt == "html":
+                        row["thumbnail"] = thumbnail_b64(image)
+                    if network is not None:
+                        network.add(item.display, image, row)
+                writer.write(row)
+            handle.flush()
+            bar.update(len(batch))
     except BaseException:
         if report is not None:
             report.abandon()
@@ -194,8 +251,12 @@ def run_scan(
     finally:
         bar.close()
     if report is not None:
-        report.finish()
+        render = None
+        if fmt == "html":
+            def render(rows: Path, out: Path) -> None:
+                render_html(rows, out, threshold=detector.threshold, model=detector.card.name,
+                            check_names=list(check_names))
+        report.finish(render)
     else:
         handle.flush()
     return summary
-

@@ -58,20 +58,6 @@ DEFAULT_HOLDOUT = (
 RESAMPLING = (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX)
 
 
-def tune_allocator() -> None:
-    """Keep glibc from returning big tensors to the kernel after each batch: 1.5-4x faster CNN batches on these
-    machines. For training and benchmark entry points only, never on import of the library."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap for large blocks
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not trim the heap below 1 GiB
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 @dataclass(frozen=True)
 class Augmentation:
     """The random history every training image goes through (probabilities and ranges)."""
@@ -399,11 +385,11 @@ def train_cnn(
     val_conditions: Sequence[str] = CONDITIONS,
     init_state: Optional[dict] = None,
     checkpoint_dir: Optional[str | os.PathLike[str]] = None,
-    extra_loss: Optional[Callable[[torch.nn.Module, torch.Tensor, np.ndarray], torch.Tensor]] = None,
+    extra_loss: Optional[Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]] = None,
 ) -> TrainResult:
     """Train (or fine-tune, from ``init_state``) with early stopping on validation TPR at 1% FPR.
 
-    ``extra_loss(model, inputs, sample_indices)`` is added to the loss (fine-tuning uses it for distillation).
+    ``extra_loss(logits, inputs, sample_indices)`` is added to the loss (fine-tuning uses it for distillation).
     """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -449,9 +435,10 @@ def train_cnn(
             batch[flip] = batch[flip].flip(-1)
             inputs = normalise(color_jitter(batch, generator), config)
             target = labels[index] * (1 - settings.label_smoothing) + 0.5 * settings.label_smoothing
-            loss = F.binary_cross_entropy_with_logits(model(inputs), target)
+            logits = model(inputs)
+            loss = F.binary_cross_entropy_with_logits(logits, target)
             if extra_loss is not None:
-                loss = loss + extra_loss(model, inputs, index)
+                loss = loss + extra_loss(logits, inputs, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

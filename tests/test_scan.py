@@ -1,0 +1,147 @@
+"""Scanning folders: crash-safe resumable output, the HTML report (and its headless render), the network view,
+and the Ray Data path giving the same likelihoods as the CLI."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from gan_face.cli import main
+from gan_face.network import NetworkView
+from gan_face.checks.eyes import TEMPLATE_MEAN
+
+GAN_FACE = os.path.join(os.path.dirname(sys.executable), "gan-face")
+
+
+@pytest.fixture(scope="module")
+def avatars(tmp_path_factory, astronaut):
+    """24 avatars: the astronaut cropped, flipped and resized in different ways, plus one broken file."""
+    folder = tmp_path_factory.mktemp("avatars")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        x0, y0 = rng.integers(0, 120, size=2)
+        side = int(rng.integers(300, 512 - max(x0, y0)))
+        crop = astronaut[y0 : y0 + side, x0 : x0 + side]
+        if i % 2:
+            crop = crop[:, ::-1]
+        Image.fromarray(np.ascontiguousarray(crop)).resize((200 + 8 * i, 200 + 8 * i)).save(folder / f"a{i:02d}.jpg", quality=88)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def test_killed_scan_resumes_to_exactly_one_row_per_file(avatars, tmp_path):
+    out = tmp_path / "scan.jsonl"
+    partial = tmp_path / "scan.jsonl.partial"
+    command = [GAN_FACE, "scan", str(avatars), "-o", str(out), "--batch-size", "2", "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if partial.exists() and partial.read_text().count("\n") >= 6:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()  # never a half-written report under the final name
+    lines = partial.read_text().splitlines()
+    assert 6 <= len(lines) < 25
+    assert all(json.loads(line)["path"] for line in lines)  # whole rows only
+    # resuming finishes it; running again without --resume refuses to overwrite
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr  # the broken file
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    names = [r["path"] for r in rows]
+    assert len(names) == len(set(names)) == 25
+    assert names == sorted(names)  # input order survives the interruption
+    assert not partial.exists()
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_html_report_is_self_contained_and_flagged_first(avatars, tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q", "--threshold", "0.0"])
+    assert result.exit_code == 1
+    page = out.read_text()
+    assert page.count('class="card') == 25
+    assert page.count("data:image/jpeg;base64,") == 24  # every readable image has its thumbnail
+    assert "<svg" in page and 'class="template"' in page and 'class="lm left_eye"' in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from the network
+    assert page.index('data-flagged="1"') < page.index("zz_broken.jpg")  # flagged first, errors last
+    assert "Network view" in page and "StyleGAN template" in page
+
+
+def test_html_report_renders_in_headless_chromium(avatars, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian package: chromium)")
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q", "--summary"]).exit_code == 1
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "25 shown" in dom.stdout  # the page's script ran: sorted and counted the cards
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,1600", out.as_uri()],
+                   capture_output=True, timeout=120)
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[0] >= 1000 and image.std() > 20  # a page with pictures, not a blank one
+    keep = os.environ.get("GAN_FACE_KEEP_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+
+def test_network_view_stacks_template_faces():
+    view = NetworkView(size=32)
+    width = height = 512
+    eyes = TEMPLATE_MEAN.reshape(3, 2)[:2] * [width, height]
+    rng = np.random.default_rng(1)
+    for i in range(6):  # six GAN avatars on the template, a little jitter
+        jitter = rng.normal(0, 1.5, size=(2, 2))
+        le, re = eyes + jitter
+        face = {"box": [0, 0, 1, 1], "landmarks": {"left_eye": list(le), "right_eye": list(re),
+                                                     "mouth_left": [230, 370], "mouth_right": [285, 370]}}
+        view.add(f"gan{i}.jpg", np.full((64, 64, 3), 100, np.uint8),
+                 {"synthetic": True, "face": face, "image_size": [width, height], "check_eyes": 0.5})
+    for i in range(4):  # four people framed their own way
+        x = 150 + 40 * i
+        face = {"box": [0, 0, 1, 1], "landmarks": {"left_eye": [x, 200 + 15 * i], "right_eye": [x + 90, 205 + 15 * i],
+                                                     "mouth_left": [x + 10, 320], "mouth_right": [x + 80, 320]}}
+        view.add(f"real{i}.jpg", None, {"synthetic": False, "face": face, "image_size": [width, height], "check_eyes": 0.0})
+    summary = view.summary()
+    assert summary["on_template"] == 6 and summary["on_template_share"] == 0.6
+    (group,) = summary["groups"]
+    assert group["count"] == 6 and group["on_template"] and group["examples"][0] == "gan0.jpg"
+    assert view.mean_image(flagged_only=True).shape == (32, 32, 3)
+    assert "coordinated" in view.text()
+
+
+def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):
+    ray = pytest.importorskip("ray")
+    from gan_face.ray_data import score_folder
+
+    out = tmp_path / "cli.jsonl"
+    assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q"]).exit_code == 1
+    cli = {row["path"]: row for row in map(json.loads, out.read_text().splitlines())}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        rows = score_folder(avatars, batch_size=8, concurrency=2).take_all()
+    finally:
+        ray.shutdown()
+    assert sorted(r["path"] for r in rows) == sorted(cli)
+    for row in rows:
+        expected = cli[row["path"]]
+        if expected["error"]:
+            assert row["error"] and row["likelihood"] is None
+        else:
+            assert abs(row["likelihood"] - expected["likelihood"]) < 1e-6, row["path"]
+            assert row["status"] == expected["status"]
