@@ -46,12 +46,12 @@ def main() -> int:
     sources = np.array([r["sample"].source for r in rows])
     report = group_metrics(labels, likelihoods, sources, threshold)
     print(format_table(report, ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "fpr_at_threshold", "ece"]))
-    print("fusion:", json.dumps(fusion.to_dict()), "threshold:", round(threshold, 6))
+    print("fusion:", json.dumps(fusion.to_dict()), "threshold:", threshold)
 
     card_path = Path(args.card)
     card = json.loads(card_path.read_text())
     card["fusion"] = fusion.to_dict()
-    card["threshold"] = round(threshold, 6)
+    card["threshold"] = threshold  # unrounded: rounding down could flag one more real photo
     card["fusion_fit"] = {
         "data_manifest_sha256": manifest_digest([args.data]),
         "sources": sorted({s.source for s in samples}),

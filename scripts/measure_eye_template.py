@@ -12,13 +12,13 @@ import sys
 from collections import defaultdict
 
 import numpy as np
-from PIL import Image
 from sklearn.covariance import MinCovDet
 
 from gan_face.align import FaceAligner
 from gan_face.checks.eyes import GEOMETRY_NAMES, face_geometry
 from gan_face.datasets import index_tree
 from gan_face.facecache import detect_cached
+from gan_face.io import load_image
 
 
 def main() -> int:
@@ -33,9 +33,8 @@ def main() -> int:
     for sample in samples:
         found = faces[sample.path]
         if found:
-            with Image.open(sample.path) as image:
-                size = image.size
-            per_source[sample.source].append(face_geometry(found[0], *size))
+            height, width = load_image(sample.path).shape[:2]  # as scoring sees it: EXIF rotation applied
+            per_source[sample.source].append(face_geometry(found[0], width, height))
     for source, rows in sorted(per_source.items()):
         values = np.array(rows)
         print(f"{source}: n={len(values)}")

@@ -119,3 +119,29 @@ def test_malicious_weights_are_refused_by_scan_and_finetune(folder, tmp_path):
     assert tune.exit_code == 2 and "refused" in tune.output
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_undecodable_file_names_and_colliding_names(folder, tmp_path):
+    odd = os.fsencode(str(folder)) + b"/caf\xe9.jpg"  # Latin-1 bytes: not valid UTF-8
+    with open(odd, "wb") as handle:
+        handle.write((folder / "good.jpg").read_bytes())
+    out = tmp_path / "odd.jsonl"
+    assert run("scan", str(folder), "-o", str(out), "-q").exit_code == 1
+    names = [json.loads(line)["path"] for line in open(out, encoding="utf-8")]
+    assert "caf\\xe9.jpg" in names
+    # a file and a folder holding a file of the same name: rows keep the folder in front
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "good.jpg").write_bytes((folder / "good.jpg").read_bytes())
+    result = run("scan", str(folder / "good.jpg"), str(other), "--format", "jsonl", "-q")
+    paths = [json.loads(line)["path"] for line in result.output.splitlines()]
+    assert len(paths) == len(set(paths)) == 2
+
+
+def test_interrupted_partial_is_never_silently_deleted(folder, tmp_path):
+    out = tmp_path / "r.csv"
+    partial = tmp_path / "r.csv.partial"
+    partial.write_text("path,likelihood\n")
+    result = CliRunner().invoke(main, ["scan", str(folder / "good.jpg"), "-o", str(out)])
+    assert result.exit_code == 2 and "--resume" in result.output
+    assert partial.read_text() == "path,likelihood\n"

@@ -154,3 +154,11 @@ def test_missing_path_and_folder(tmp_path):
     with pytest.raises(ImageNotFoundError, match="folder"):
         load_image(tmp_path)
     assert issubclass(ImageNotFoundError, FileNotFoundError)
+
+
+def test_dark_sixteen_bit_stays_dark(tmp_path):
+    dark = np.full((8, 8), 200, dtype=np.uint16)  # 200 of 65535: nearly black, though below 256
+    path = tmp_path / "dark16.png"
+    Image.fromarray(dark).save(path)
+    assert load_image(path).max() <= 1
+    assert load_image(dark).max() <= 1

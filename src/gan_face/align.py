@@ -22,6 +22,8 @@ from PIL import Image
 Point = tuple[float, float]
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+#: MTCNN confidence from which a detection counts as a real face when ordering faces and counting them.
+CONFIDENT_FACE = 0.9
 
 #: Where the five landmarks go in the aligned crop, as fractions of its side. An ArcFace-like template with more
 #: margin: the whole face from brows to chin and the cheeks, little hair or background (those are other checks'
@@ -118,7 +120,7 @@ class FaceAligner:
         """Faces in each image of a batch of any sizes; one list (maybe empty) per image, in order."""
         if not images:
             return []
-        canvases, scales = zip(*(self._letterbox(img) for img in images))
+        canvases, scales = zip(*(self._letterbox(img) for img in images))  # scales: (sx, sy) per image
         import torch
 
         batch = np.stack(canvases)
@@ -129,31 +131,31 @@ class FaceAligner:
             if boxes[i] is None:
                 faces.append([])
                 continue
+            sx, sy = scale
             found = [
                 Face(
-                    box=tuple(float(v) / scale for v in box),  # type: ignore[arg-type]
+                    box=(float(box[0]) / sx, float(box[1]) / sy, float(box[2]) / sx, float(box[3]) / sy),
                     confidence=float(prob),
-                    landmarks=Landmarks.from_array(np.asarray(pts, dtype=np.float64) / scale),
+                    landmarks=Landmarks.from_array(np.asarray(pts, dtype=np.float64) / [sx, sy]),
                 )
                 for box, prob, pts in zip(boxes[i], probs[i], points[i])
             ]
             faces.append(order_faces(found))
         return faces
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         height, width = image.shape[:2]
         scale = self.detect_size / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
         canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
-        # the exact per-axis scale differs from `scale` by rounding; use the mean of both
-        return canvas, (new_w / width + new_h / height) / 2.0
+        return canvas, (new_w / width, new_h / height)  # exact per axis, rounding included
 
 
 def order_faces(faces: Sequence[Face]) -> list[Face]:
     """The main face first: the largest confident face (a profile photo's subject fills the frame)."""
-    return sorted(faces, key=lambda f: (f.confidence >= 0.9, f.size), reverse=True)
+    return sorted(faces, key=lambda f: (f.confidence >= CONFIDENT_FACE, f.size), reverse=True)
 
 
 def has_other_prominent_face(faces: Sequence[Face], *, min_relative_size: float = 0.5) -> bool:
@@ -161,7 +163,7 @@ def has_other_prominent_face(faces: Sequence[Face], *, min_relative_size: float 
     if len(faces) < 2:
         return False
     main = faces[0]
-    return any(f.confidence >= 0.9 and f.size >= min_relative_size * main.size for f in faces[1:])
+    return any(f.confidence >= CONFIDENT_FACE and f.size >= min_relative_size * main.size for f in faces[1:])
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -220,14 +222,15 @@ def align_face(
 
 
 def _region_with_mirrored_border(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """``image[y0:y1, x0:x1]`` where the box may leave the image; the missing part mirrors the image's border."""
+    """``image[y0:y1, x0:x1]`` where the box may leave the image; the missing part mirrors the image."""
     height, width = image.shape[:2]
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if cx1 <= cx0 or cy1 <= cy0:  # the crop lies wholly outside the photo: nothing sensible to mirror
-        cx0, cy0, cx1, cy1 = 0, 0, width, height
-    inside = image[cy0:cy1, cx0:cx1]
-    pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
-    if any(before > 0 or after > 0 for before, after in pads[:2]):
-        pads = tuple((max(b, 0), max(a, 0)) for b, a in pads)
-        inside = np.pad(inside, pads, mode="symmetric")
-    return np.ascontiguousarray(inside)
+    rows, cols = _mirrored_indices(y0, y1, height), _mirrored_indices(x0, x1, width)
+    if 0 <= y0 and y1 <= height and 0 <= x0 and x1 <= width:
+        return np.ascontiguousarray(image[y0:y1, x0:x1])  # the common case, without fancy indexing
+    return image[np.ix_(rows, cols)]
+
+
+def _mirrored_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded back into ``0..size-1`` by mirroring at the edges (period ``2 * size``)."""
+    index = np.mod(np.arange(start, stop), 2 * size)
+    return np.where(index < size, index, 2 * size - 1 - index)

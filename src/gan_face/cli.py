@@ -94,7 +94,8 @@ def scan(
     except OutputExistsError as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo("\ninterrupted: the rows so far are kept; run again with --resume to finish", err=True)
+        hint = "the rows so far are kept; run again with --resume to finish" if output else "stopped"
+        click.echo(f"\ninterrupted: {hint}", err=True)
         sys.exit(130)
     if not quiet:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))

@@ -23,6 +23,7 @@ from torch import nn
 
 from .align import CROP_TEMPLATE, Face, align_face
 from .checks import CheckResult
+from .fusion import sigmoid
 
 if TYPE_CHECKING:
     from .model import ModelCard
@@ -143,12 +144,21 @@ def build_cnn(config: CnnConfig) -> nn.Module:
     raise ValueError(f"unknown CNN architecture {config.architecture!r}")
 
 
-def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
-    """Aligned ``uint8`` crops to a normalised ``N x 3 x S x S`` float tensor."""
-    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+def unit_batch(crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """Aligned ``uint8`` crops to an ``N x 3 x S x S`` float tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops))).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalise(batch: torch.Tensor, config: CnnConfig) -> torch.Tensor:
+    """The config's normalisation, in the channels-last layout the CNN runs fastest in on CPUs."""
     mean = torch.tensor(config.mean).view(1, 3, 1, 1)
     std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
+    """Aligned ``uint8`` crops to the CNN's normalised input (training and scoring share this)."""
+    return normalise(unit_batch(crops), config)
 
 
 def crop_for_cnn(image: np.ndarray, face: Face, config: CnnConfig) -> np.ndarray:
@@ -171,7 +181,7 @@ class CnnScorer:
     def __init__(self, model: nn.Module, config: CnnConfig, device: Optional[str] = None) -> None:
         self.config = config
         self.device = torch.device(device or "cpu")
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -189,7 +199,7 @@ class CnnScorer:
                 results.append(CheckResult("cnn", None, "No face found, so the neural network had nothing to judge."))
                 continue
             logit = float(next(logits))
-            probability = 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
+            probability = sigmoid(logit)
             results.append(CheckResult("cnn", probability, explain_cnn(probability), (), {"logit": logit}))
         return results
 
@@ -197,11 +207,17 @@ class CnnScorer:
 def load_cnn(card: "ModelCard", device: Optional[str] = None) -> CnnScorer:
     """The card's CNN with its weights, loaded without pickle."""
     from .errors import WeightsError
-    from .model import load_state_dict
+    from .model import file_sha256, load_state_dict
 
     assert card.cnn is not None and card.weights_path is not None
-    config = CnnConfig.from_dict(card.cnn["config"])
-    model = build_cnn(config)
+    expected = card.cnn.get("sha256")
+    if expected and file_sha256(card.weights_path) != expected:
+        raise WeightsError(f"{card.weights_path}: does not match the sha256 in its card {card.card_path.name}")
+    try:
+        config = CnnConfig.from_dict(card.cnn["config"])
+        model = build_cnn(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{card.card_path}: malformed CNN config ({exc!r})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(card.weights_path).items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -11,8 +11,8 @@ from typing import Iterable, Iterator, Literal, Optional, Sequence, Union
 import numpy as np
 
 from .align import Face, FaceAligner, has_other_prominent_face
-from .checks import CHECKS, CheckResult
-from .errors import GanFaceError
+from .checks import CHECKS, CheckResult, run_checks
+from .errors import AnalysisError, GanFaceError
 from .io import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .model import ModelCard, load_model_card
 from .result import Status, Verdict
@@ -66,7 +66,8 @@ class Detector:
         Raises a :class:`~gan_face.errors.GanFaceError` subclass naming the input when it cannot be read.
         """
         (result,) = self.score_many([image], batch_size=1)
-        assert isinstance(result, Verdict)
+        if isinstance(result, GanFaceError):  # the analysis itself failed
+            raise result
         return result
 
     def score_many(
@@ -79,7 +80,9 @@ class Detector:
         """Score a stream of images in batches; results come in input order, one per image.
 
         With ``errors="return"`` an unreadable input yields its :class:`GanFaceError` in its place and the
-        stream goes on; with ``"raise"`` (default) the error is raised. Only one batch is held in memory.
+        stream goes on; with ``"raise"`` (default) the error is raised once the images before it are yielded.
+        An image the analysis fails on yields an :class:`~gan_face.errors.AnalysisError` in either mode. Only
+        one batch is held in memory.
         """
         batch: list[ImageInput] = []
         for image in images:
@@ -90,17 +93,39 @@ class Detector:
         if batch:
             yield from self._score_batch(batch, errors)
 
-    def _score_batch(self, sources: Sequence[ImageInput], errors: str) -> list[Union[Verdict, GanFaceError]]:
+    def _score_batch(self, sources: Sequence[ImageInput], errors: str) -> Iterator[Union[Verdict, GanFaceError]]:
         loaded: list[Union[np.ndarray, GanFaceError]] = []
         for source in sources:
             try:
                 loaded.append(load_image(source, max_pixels=self.max_pixels))
             except GanFaceError as exc:
-                if errors == "raise":
+                if errors == "raise":  # first yield what came before it, in order, then raise
+                    yield from self.score_loaded(loaded)
                     raise
                 loaded.append(exc)
-        verdicts = iter(self.score_arrays([item for item in loaded if isinstance(item, np.ndarray)]))
-        return [next(verdicts) if isinstance(item, np.ndarray) else item for item in loaded]
+        yield from self.score_loaded(loaded)
+
+    def score_loaded(self, loaded: Sequence[Union[np.ndarray, GanFaceError]]) -> list[Union[Verdict, GanFaceError]]:
+        """Score the arrays among ``loaded`` and keep the errors in their places.
+
+        If the batch as a whole fails (an image that trips the face detector or the CNN), each image is scored
+        alone and the one that fails becomes an :class:`AnalysisError` in its place: a batch never dies.
+        """
+        arrays = [item for item in loaded if isinstance(item, np.ndarray)]
+        try:
+            verdicts: list[Union[Verdict, GanFaceError]] = list(self.score_arrays(arrays))
+        except Exception:  # noqa: BLE001  one bad image must not lose the others
+            log.warning("batch of %d failed; scoring its images one by one", len(arrays), exc_info=True)
+            verdicts = []
+            for index, array in enumerate(arrays):
+                try:
+                    verdicts.extend(self.score_arrays([array]))
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("analysis failed on image %d of the batch", index, exc_info=True)
+                    verdicts.append(AnalysisError(f"<image {array.shape[1]}x{array.shape[0]}>",
+                                                  f"analysis failed ({type(exc).__name__}: {exc})"))
+        remaining = iter(verdicts)
+        return [next(remaining) if isinstance(item, np.ndarray) else item for item in loaded]
 
     def score_arrays(self, images: Sequence[np.ndarray]) -> list[Verdict]:
         """Score RGB ``uint8`` arrays that are already loaded (as :func:`gan_face.io.load_image` returns them)."""
@@ -111,11 +136,8 @@ class Detector:
 
     def _verdict(self, image: np.ndarray, faces: list[Face], cnn: Optional[CheckResult]) -> Verdict:
         face = faces[0] if faces else None
-        checks: dict[str, CheckResult] = {}
-        if cnn is not None:
-            checks["cnn"] = cnn
-        for name in self.check_names:
-            checks[name] = CHECKS[name](image, face)
+        checks: dict[str, CheckResult] = {} if cnn is None else {"cnn": cnn}
+        checks.update(run_checks(image, face, self.check_names))
         scores = {name: result.score for name, result in checks.items()}
         fusion = self.card.fusion
         return Verdict(

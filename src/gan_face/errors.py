@@ -36,5 +36,9 @@ class UnsupportedInputError(ImageLoadError, TypeError):
     """The Python object is not a type or array layout that we accept."""
 
 
+class AnalysisError(ImageLoadError):
+    """The image loaded, but scoring it failed (a bug or an image no part of the pipeline can handle)."""
+
+
 class WeightsError(GanFaceError):
     """A weights file or model card is missing, malformed or unsafe to load."""

@@ -73,14 +73,13 @@ def condition_with_transform(image: np.ndarray, condition: str, seed: int) -> tu
 
 def tpr_at_fpr(labels: Sequence[int], scores: Sequence[float], max_fpr: float) -> float:
     """Share of fakes flagged at the strictest threshold that flags at most ``max_fpr`` of the reals."""
+    from .fusion import threshold_at_fpr
+
     y = np.asarray(labels)
     s = np.asarray(scores, dtype=np.float64)
-    reals, fakes = np.sort(s[y == 0])[::-1], s[y == 1]
-    if len(reals) == 0 or len(fakes) == 0:
+    if not (y == 0).any() or not (y == 1).any():
         return float("nan")
-    allowed = int(math.floor(max_fpr * len(reals)))
-    threshold = np.nextafter(reals[allowed], np.inf) if allowed < len(reals) else -np.inf
-    return float(np.mean(fakes >= threshold))
+    return float(np.mean(s[y == 1] >= threshold_at_fpr(s[y == 0], max_fpr)))
 
 
 def expected_calibration_error(labels: Sequence[int], likelihoods: Sequence[float], bins: int = 10) -> float:

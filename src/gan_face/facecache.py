@@ -20,7 +20,8 @@ from .io import load_image
 log = logging.getLogger(__name__)
 
 
-def _key(path: str) -> str:
+def file_key(path: str) -> str:
+    """Identifies a file's version: absolute path, size and modification time."""
     stat = os.stat(path)
     return f"{os.path.abspath(path)}|{stat.st_size}|{int(stat.st_mtime)}"
 
@@ -56,7 +57,7 @@ def detect_cached(
             except json.JSONDecodeError:  # a line cut short by an interrupted run
                 continue
             known[row["key"]] = None if row["faces"] is None else [face_from_dict(f) for f in row["faces"]]
-    keys = {path: _key(path) for path in paths}
+    keys = {path: file_key(path) for path in paths}
     missing = [p for p in paths if keys[p] not in known]
     if missing:
         log.info("detecting faces in %d of %d files (cache: %s)", len(missing), len(paths), target)

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .align import FaceAligner
 from .cnn import CnnConfig
 from .datasets import Sample, index_tree
 from .evaluation import metrics, score_samples
@@ -140,18 +141,17 @@ def finetune(
     settings = settings or FinetuneSettings()
     started = time.time()
     output = Path(output).with_suffix(".safetensors")
-    base_card = load_model_card(base)  # refuses pickle payloads before anything else happens
+    base_card = load_model_card(base)
     if base_card.cnn is None:
         raise ValueError(f"{base_card.card_path}: the base model has no CNN to fine-tune")
-    teacher = load_cnn(base_card, device="cpu").model
+    teacher = load_cnn(base_card, device="cpu").model  # refuses pickle payloads before any work is done
     config = CnnConfig.from_dict(base_card.cnn["config"])
     cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "gan-face-finetune-cache"
     report = FinetuneReport(output=str(output))
 
     samples = _user_samples(real_dir, fake_dir)
-    from .align import FaceAligner
-
-    faces = detect_cached([s.path for s in samples], FaceAligner(**base_card.detector), cache, progress=False)
+    aligner = FaceAligner(**base_card.detector)
+    faces = detect_cached([s.path for s in samples], aligner, cache, progress=False)
     usable = []
     for sample in samples:
         if faces[sample.path] is None:
@@ -176,11 +176,12 @@ def finetune(
     train_pool = build_pool(
         train, cache, config, variants=settings.variants,
         make_variant=TrainVariants(aug, settings.seed, [s.label for s in train]),
-        spec={"kind": "finetune-train", "seed": settings.seed, "aug": str(aug)}, workers=1,
+        spec={"kind": "finetune-train", "seed": settings.seed, "aug": str(aug)}, aligner=aligner, workers=1,
     )
     val_pool = build_pool(
         calibration, cache, config, variants=len(FINETUNE_CONDITIONS),
-        make_variant=ConditionVariants(FINETUNE_CONDITIONS), spec={"kind": "finetune-val"}, workers=1,
+        make_variant=ConditionVariants(FINETUNE_CONDITIONS), spec={"kind": "finetune-val"}, aligner=aligner,
+        workers=1,
     )
     teacher.eval()
     is_real = torch.tensor([s.label == 0 for s in train])
@@ -204,12 +205,15 @@ def finetune(
         init_state={k: v.float() for k, v in teacher.state_dict().items()}, extra_loss=distill,
     )
 
-    save_weights(result.state_dict, output, {"format": "gan-face", "base": base_card.name})
+    # everything is written under staging names and renamed at the very end: an interrupted run never leaves
+    # an uncalibrated model under the name the user asked for
+    staged_weights = output.with_name(output.stem + ".staging.safetensors")
+    save_weights(result.state_dict, staged_weights, {"format": "gan-face", "base": base_card.name})
     card = json.loads(json.dumps(base_card.raw))  # a deep copy of the base card
     card["name"] = output.stem
     card["description"] = f"{base_card.name} fine-tuned on a new generator's faces ({output.stem})."
-    card["cnn"] = {**card["cnn"], "weights": output.name, "sha256": file_sha256(output)}
-    card_path = output.with_suffix(".json")
+    card["cnn"] = {**card["cnn"], "weights": staged_weights.name, "sha256": file_sha256(staged_weights)}
+    card_path = staged_weights.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
     # refit fusion and threshold on the calibration half, with the fine-tuned CNN
@@ -218,7 +222,7 @@ def finetune(
     rows = score_samples(Detector(weights=card_path), calibration, FINETUNE_CONDITIONS, progress=False)
     fusion, threshold = fit_on_rows(rows, max_fpr=0.01)
     card["fusion"] = fusion.to_dict()
-    card["threshold"] = round(threshold, 6)
+    card["threshold"] = threshold
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
     note = "fusion and threshold refitted on the calibration half; these metrics are on the other half"
@@ -241,5 +245,8 @@ def finetune(
         "before_after": report.before_after,
         "minutes": report.minutes,
     }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card["cnn"]["weights"] = output.name
+    os.replace(staged_weights, output)
+    output.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    card_path.unlink()
     return report

@@ -54,12 +54,13 @@ class Fusion:
         return sigmoid(self.log_odds(scores))
 
     def to_dict(self) -> dict[str, object]:
+        # unrounded, so the stored threshold sits exactly where it was chosen
         return {
             "features": list(self.features),
-            "weights": [round(w, 6) for w in self.weights],
-            "centers": [round(c, 6) for c in self.centers],
-            "scales": [round(s, 6) for s in self.scales],
-            "intercept": round(self.intercept, 6),
+            "weights": list(self.weights),
+            "centers": list(self.centers),
+            "scales": list(self.scales),
+            "intercept": self.intercept,
         }
 
     @classmethod
@@ -122,9 +123,11 @@ def fit_fusion(
     for name in names:
         raw = np.array([np.nan if s is None else score_logit(s) for s in scores[name]], dtype=np.float64)
         present = ~np.isnan(raw)
-        class_means = [raw[present & (y == label)].mean() for label in (0, 1)]
-        center = float(np.mean(class_means))
-        scale = float(np.std(raw[present])) or 1.0
+        # a check that never judged one class (or at all) gets a neutral centre and unit scale
+        class_means = [raw[present & (y == label)].mean() for label in (0, 1) if (present & (y == label)).any()]
+        center = float(np.mean(class_means)) if class_means else 0.0
+        scale = float(np.std(raw[present])) if present.sum() > 1 else 1.0
+        scale = scale if scale > 1e-9 else 1.0
         centers.append(center)
         scales.append(scale)
         columns.append(np.where(present, (raw - center) / scale, 0.0))
@@ -143,7 +146,7 @@ def threshold_at_fpr(real_likelihoods: Sequence[float], max_fpr: float = 0.01) -
     values = np.sort(np.asarray(real_likelihoods, dtype=np.float64))[::-1]
     allowed = int(math.floor(max_fpr * len(values)))  # how many reals may score at or above the threshold
     if allowed >= len(values):
-        return 0.0
+        return float(min(values.min(initial=0.0), 0.0))
     # just above the first real that must not be flagged
     return float(np.nextafter(values[allowed], np.inf))
 

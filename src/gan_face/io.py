@@ -65,20 +65,12 @@ def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
     if isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, name, max_pixels)
         return _decode(source, name)
-    return _decode_encoded(_read_bytes(source, name), name, max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        return _decode_file(Path(source), name, max_pixels)
+    return _decode_stream(io.BytesIO(_read_bytes(source, name)), name, max_pixels)
 
 
 def _read_bytes(source: object, name: str) -> bytes:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise ImageNotFoundError(name, "no such file") from None
-        except IsADirectoryError:
-            raise ImageNotFoundError(name, "is a folder, not an image file") from None
-        except OSError as exc:
-            raise CorruptImageError(name, f"cannot be read ({exc.strerror or exc})") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if hasattr(source, "read"):
@@ -91,14 +83,29 @@ def _read_bytes(source: object, name: str) -> bytes:
     )
 
 
-def _decode_encoded(data: bytes, name: str, max_pixels: int | None) -> np.ndarray:
-    if not data:
+def _decode_file(path: Path, name: str, max_pixels: int | None) -> np.ndarray:
+    """Decode from the file itself, so a huge file is refused from its header without being read whole."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise ImageNotFoundError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageNotFoundError(name, "is a folder, not an image file") from None
+    except OSError as exc:
+        raise CorruptImageError(name, f"cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        return _decode_stream(handle, name, max_pixels)
+
+
+def _decode_stream(stream: BinaryIO, name: str, max_pixels: int | None) -> np.ndarray:
+    if not stream.read(1):
         raise CorruptImageError(name, "empty file (0 bytes)")
+    stream.seek(0)
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's own check is only a warning below twice its limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(stream)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(name, _pillow_bomb_message(exc)) from None
     except UnidentifiedImageError:
@@ -146,7 +153,9 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if mode == "P" or mode == "PA":
         image = image.convert("RGBA")  # a palette may carry transparency
         mode = "RGBA"
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode.startswith("I;16"):
+        return _grey_to_rgb(_sixteen_bit_to_uint8(np.asarray(image)))
+    if mode in ("I", "F"):
         return _grey_to_rgb(_high_bit_depth_to_uint8(np.asarray(image)))
     if mode in ("RGBA", "LA", "RGBa", "La"):
         rgba = np.asarray(image.convert("RGBA"))
@@ -156,9 +165,13 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
+def _sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+
+
 def _high_bit_depth_to_uint8(values: np.ndarray) -> np.ndarray:
+    """32-bit integer or float images carry no range: above 255 they are read as 16-bit, else as 8-bit."""
     values = values.astype(np.float64)
-    # 16-bit files use the full 0..65535 range; a float or 32-bit image that already fits 0..255 is kept as is.
     scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
 
@@ -183,7 +196,7 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int | None) -> np.ndar
     if array.dtype == np.uint8:
         pass
     elif array.dtype == np.uint16:
-        array = _high_bit_depth_to_uint8(array)
+        array = _sixteen_bit_to_uint8(array)
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):

@@ -4,8 +4,9 @@ A model is a JSON card (detector settings, CNN config, fusion, threshold, metric
 ``.safetensors`` file named in the card. ``Detector(weights=...)`` takes the card's path, the weights' path
 (the card is then ``<same name>.json`` beside it) or ``None`` for the model shipped in the package.
 
-Weights never go through pickle: ``.safetensors`` is plain tensors; a ``.pt``/``.pth`` is accepted only if
-``torch.load(..., weights_only=True)`` reads it, which refuses any payload that would run code.
+Weights are never unpickled freely: ``.safetensors`` is plain tensors; a ``.pt``/``.pth``/``.bin`` is accepted
+only if ``torch.load(..., weights_only=True)`` reads it (a restricted unpickler that admits tensors and plain
+containers and refuses any payload that would run code). The card's ``sha256`` of the weights is checked.
 """
 
 from __future__ import annotations
@@ -61,18 +62,22 @@ def load_model_card(weights: str | os.PathLike[str] | None = None) -> ModelCard:
     try:
         fusion = Fusion.from_dict(raw["fusion"])
         threshold = float(raw["threshold"])
-        detector = dict(raw["detector"])
+        detector = {"detect_size": int(raw["detector"]["detect_size"]),
+                    "min_face_size": int(raw["detector"]["min_face_size"])}
+        cnn = raw.get("cnn")
+        weights_path = None
+        if cnn is not None:
+            if weights is not None and Path(weights).suffix != ".json":
+                weights_path = Path(weights)
+            else:
+                weights_path = card_path.parent / str(cnn["weights"])
+            dict(cnn["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{card_path}: malformed model card ({exc!r})") from None
-    cnn = raw.get("cnn")
-    weights_path = None
-    if cnn is not None:
-        if weights is not None and Path(weights).suffix != ".json":
-            weights_path = Path(weights)
-        else:
-            weights_path = card_path.parent / str(cnn["weights"])
-        if not weights_path.exists():
-            raise WeightsError(f"{card_path}: its weights file {weights_path} is missing")
+    if not 0.0 <= threshold <= 1.0:
+        raise WeightsError(f"{card_path}: threshold {threshold} outside [0, 1]")
+    if weights_path is not None and not weights_path.exists():
+        raise WeightsError(f"{card_path}: its weights file {weights_path} is missing")
     return ModelCard(
         name=str(raw.get("name", card_path.stem)),
         card_path=card_path,

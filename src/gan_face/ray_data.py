@@ -53,6 +53,7 @@ def score_paths(
     *,
     weights: str | os.PathLike[str] | None = None,
     threshold: Optional[float] = None,
+    device: Optional[str] = None,
     batch_size: int = 32,
     concurrency: int = 2,
     threads_per_worker: int = 1,
@@ -67,6 +68,7 @@ def score_paths(
         fn_constructor_kwargs={
             "weights": None if weights is None else os.fspath(weights),
             "threshold": threshold,
+            "device": device,
             "threads": threads_per_worker,
         },
         batch_size=batch_size,

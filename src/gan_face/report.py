@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import IO, Any, Iterable, Mapping, Optional, Sequence
+from typing import IO, Any, Iterable, Mapping, Sequence
 
 from .result import Verdict
 
@@ -55,7 +55,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
 
 def error_row(path: str, error: BaseException, check_names: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(columns_for(check_names))
-    row.update(path=path, error=str(error))
+    row.update(path=path, error=safe_text(str(error)))
     return row
 
 
@@ -69,7 +69,7 @@ class CsvRowWriter:
             self._write_line(self._columns)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self._write_line(["" if row.get(c) is None else _csv_value(row.get(c)) for c in self._columns])
+        self._write_line(["" if row.get(c) in (None, "") else _csv_value(row.get(c)) for c in self._columns])
 
     def _write_line(self, values: Sequence[Any]) -> None:
         # one write() per complete line, so an interrupted scan leaves whole rows only
@@ -95,20 +95,36 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def read_done_paths(handle: IO[str], fmt: str) -> tuple[set[str], Optional[list[str]]]:
-    """Paths already in an existing CSV/JSONL report, and the CSV header (for resuming a scan)."""
-    done: set[str] = set()
-    header: Optional[list[str]] = None
+def resumable_rows(text: str, fmt: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an interrupted report worth keeping: whole rows without an error.
+
+    A last line cut short by the interruption is dropped; so are rows with an error, so that their files are
+    tried again. A CSV written with other columns cannot be continued (``ValueError``).
+    """
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    kept: list[dict[str, Any]] = []
     if fmt == "csv":
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header:
-            index = header.index("path")
-            done = {row[index] for row in reader if len(row) == len(header)}
+        records = list(csv.reader(io.StringIO(text)))
+        if records:
+            header = records[0]
+            if tuple(header) != tuple(columns):
+                raise ValueError("its columns differ from this scan's, so it cannot be resumed")
+            for record in records[1:]:
+                row = dict(zip(header, record))
+                if len(record) == len(header) and not row.get("error"):
+                    kept.append(row)
     else:
-        for line in handle:
+        for line in text.splitlines():
             try:
-                done.add(json.loads(line)["path"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+                row = json.loads(line)
+            except json.JSONDecodeError:
                 continue
-    return done, header
+            if isinstance(row, dict) and row.get("path") and not row.get("error"):
+                kept.append(row)
+    return kept
+
+
+def safe_text(text: str) -> str:
+    """``text`` with undecodable bytes of a file name (surrogates) shown as backslash escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -6,8 +6,10 @@ only parses arguments and prints.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import shutil
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +22,14 @@ import numpy as np
 from .errors import GanFaceError
 from .io import is_image_candidate, load_image
 from .network import NetworkView
-from .report_html import render_html, thumbnail_b64
+from .report_html import decode_thumbnail, render_html, thumbnail_b64
 from .report import (
     CsvRowWriter,
     JsonlRowWriter,
     columns_for,
     error_row,
-    read_done_paths,
+    resumable_rows,
+    safe_text,
     verdict_row,
 )
 
@@ -50,13 +53,13 @@ def collect_files(arguments: Sequence[str], *, recursive: bool = False) -> list[
 
     Inside a folder, a file is an image by its name or, failing that, by its content (``io.is_image_candidate``);
     other files (a README, a manifest) are skipped. Rows are named relative to the folder given; when several
-    folders are given, the folder as given is kept in front so that names cannot collide.
+    paths are given, a folder's name as given is kept in front so that names cannot collide. Names that are
+    not valid UTF-8 are shown with backslash escapes.
     """
-    folders = [a for a in arguments if os.path.isdir(a)]
     files: list[InputFile] = []
     for argument in arguments:
         if not os.path.isdir(argument):
-            files.append(InputFile(argument, argument))
+            files.append(InputFile(argument, safe_text(argument)))
             continue
         root = Path(argument)
         found = root.rglob("*") if recursive else root.iterdir()
@@ -65,8 +68,8 @@ def collect_files(arguments: Sequence[str], *, recursive: bool = False) -> list[
                 log.info("skipping %s: not an image", path)
                 continue
             relative = path.relative_to(root).as_posix()
-            display = os.path.join(argument, relative) if len(folders) > 1 else relative
-            files.append(InputFile(str(path), display))
+            display = os.path.join(argument, relative) if len(arguments) > 1 else relative
+            files.append(InputFile(str(path), safe_text(display)))
     return files
 
 
@@ -101,62 +104,66 @@ class ReportFile:
     """A report written crash-safely: rows go to ``<out>.partial`` and it becomes ``<out>`` when the scan ends.
 
     An interrupted scan leaves ``<out>`` untouched (or absent) and a ``.partial`` of whole rows, which
-    ``resume=True`` continues. An existing ``<out>`` is never replaced unless ``overwrite=True``. An HTML report
-    collects JSON-lines rows (with thumbnails) in its ``.partial`` and is rendered from them at the end.
+    ``resume=True`` continues: rows that hold an error are dropped so those files are tried again. An existing
+    ``<out>`` or ``.partial`` is never replaced unless ``overwrite=True``, and the ``.partial`` is locked so two
+    scans cannot write one report. An HTML report collects JSON-lines rows (with thumbnails) in its
+    ``.partial`` and is rendered from them at the end.
     """
 
     def __init__(self, output: str, fmt: str, columns: Sequence[str], *, resume: bool, overwrite: bool) -> None:
         self.output = Path(output)
         self.fmt = fmt
         self.partial = self.output.with_name(self.output.name + ".partial")
-        if fmt == "html":
-            fmt = "jsonl"
+        rows_format = "jsonl" if fmt == "html" else fmt
         self.done: set[str] = set()
-        if self.output.exists() and not (resume or overwrite):
-            raise OutputExistsError(
-                f"{self.output}: already exists; use --resume to add the files it lacks, or --overwrite"
-            )
+        if not (resume or overwrite):
+            if self.output.exists():
+                raise OutputExistsError(
+                    f"{self.output}: already exists; use --resume to add the files it lacks, or --overwrite"
+                )
+            if self.partial.exists():
+                raise OutputExistsError(
+                    f"{self.partial}: an interrupted scan left it; use --resume to finish it, or --overwrite"
+                )
         if resume and not self.partial.exists() and self.output.exists():
-            if self.fmt == "html":
+            if fmt == "html":
                 raise OutputExistsError(f"{self.output}: a finished HTML report cannot be resumed; use --overwrite")
-            self.partial.write_bytes(self.output.read_bytes())
-        if not resume and self.partial.exists():
-            self.partial.unlink()
-        header: Optional[list[str]] = None
-        if resume and self.partial.exists():
-            _drop_incomplete_last_line(self.partial)
-            with open(self.partial, newline="", encoding="utf-8") as handle:
-                self.done, header = read_done_paths(handle, fmt)
-            if fmt == "csv" and header is not None and tuple(header) != tuple(columns):
-                raise OutputExistsError(f"{self.partial}: its columns differ from this scan's; cannot resume it")
-        self.handle: IO[str] = open(self.partial, "a", newline="", encoding="utf-8")
-        write_header = fmt == "csv" and header is None
-        self.writer = (
-            CsvRowWriter(self.handle, columns, write_header=write_header)
-            if fmt == "csv"
-            else JsonlRowWriter(self.handle, columns)
-        )
+            shutil.copyfile(self.output, self.partial)
+        self.handle: IO[str] = open(self.partial, "a+", newline="", encoding="utf-8", errors="backslashreplace")
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise OutputExistsError(f"{self.partial}: another gan-face scan is writing this report") from None
+        kept: list[dict] = []
+        if resume:
+            self.handle.seek(0)
+            try:
+                kept = resumable_rows(self.handle.read(), rows_format, columns)
+            except ValueError as exc:
+                self.handle.close()
+                raise OutputExistsError(f"{self.partial}: {exc}") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.writer = CsvRowWriter(self.handle, columns) if rows_format == "csv" else JsonlRowWriter(self.handle, columns)
+        for row in kept:
+            self.writer.write(row)
+            self.done.add(row["path"])
+        self.handle.flush()
 
     def finish(self, render: Optional[Callable[[Path, Path], None]] = None) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
-        self.handle.close()
         if render is None:
             os.replace(self.partial, self.output)
         else:  # the HTML page is rendered from the rows, atomically, and only then are the rows let go
             render(self.partial, self.output)
             self.partial.unlink()
+        self.handle.close()  # releases the lock last
 
     def abandon(self) -> None:
         self.handle.flush()
         self.handle.close()
-
-
-def _drop_incomplete_last_line(path: Path) -> None:
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _load(path: str, max_pixels: Optional[int]) -> Union[np.ndarray, GanFaceError]:
@@ -171,7 +178,8 @@ def decoded_batches(
 ) -> Iterator[tuple[Sequence[InputFile], list[Union[np.ndarray, GanFaceError]]]]:
     """Batches of files with their decoded images (or errors), decoding the next batch while this one is scored.
 
-    Pillow releases the GIL while decoding, so threads decode in parallel; at most two batches are in memory.
+    Pillow releases the GIL while decoding, so threads decode in parallel; at most three batches are in memory
+    (the one being scored and two being decoded).
     """
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -225,22 +233,22 @@ def run_scan(
     bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
     try:
         for batch, loaded in decoded_batches(todo, batch_size, detector.max_pixels, workers):
-            arrays = [item for item in loaded if isinstance(item, np.ndarray)]
-            verdicts = iter(detector.score_arrays(arrays))
-            for item, image in zip(batch, loaded):
-                if isinstance(image, GanFaceError):
+            for item, image, result in zip(batch, loaded, detector.score_loaded(loaded)):
+                if isinstance(result, GanFaceError):
                     summary.failed += 1
-                    row = error_row(item.display, image, check_names)
+                    row = error_row(item.display, result, check_names)
                 else:
-                    result = next(verdicts)
                     summary.scored += 1
                     summary.flagged += bool(result.synthetic)
                     summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
                     row = verdict_row(item.display, result, check_names)
-                    if fmt == "html":
-                        row["thumbnail"] = thumbnail_b64(image)
-                    if network is not None:
-                        network.add(item.display, image, row)
+                    if fmt == "html" or network is not None:
+                        # the network view reads thumbnails, so the page and --summary agree
+                        thumbnail = thumbnail_b64(image)
+                        if fmt == "html":
+                            row["thumbnail"] = thumbnail
+                        if network is not None:
+                            network.add(item.display, decode_thumbnail(thumbnail), row)
                 writer.write(row)
             handle.flush()
             bar.update(len(batch))

@@ -19,7 +19,6 @@ MTCNN runs once per file (``facecache``); the augmented crops are computed once 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -36,10 +35,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from .align import FaceAligner, Landmarks, align_face
-from .cnn import CnnConfig, build_cnn
+from .cnn import CnnConfig, build_cnn, normalise, preprocess, unit_batch
 from .datasets import Sample
-from .evaluation import CONDITIONS, condition_with_transform, tpr_at_fpr
-from .facecache import detect_cached
+from .evaluation import CONDITIONS, condition_with_transform, jpeg_roundtrip, tpr_at_fpr
+from .facecache import detect_cached, file_key
 from .io import load_image
 
 log = logging.getLogger(__name__)
@@ -101,13 +100,14 @@ def degrade(image: np.ndarray, points: np.ndarray, rng: np.random.Generator, aug
     points *= [new_w / width, new_h / height]
     if rng.random() < aug.p_blur:
         pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(*aug.blur_sigma)) * max(1.0, scale)))
+    image = np.asarray(pil)
     if rng.random() < aug.p_jpeg:
-        pil = _jpeg(pil, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
+        image = jpeg_roundtrip(image, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
         if rng.random() < aug.p_second_jpeg:
-            pil = _jpeg(pil, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
+            image = jpeg_roundtrip(image, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
     interocular = float(np.hypot(*(points[1] - points[0])))
     points += rng.normal(0.0, aug.landmark_jitter * interocular, size=points.shape)
-    return np.asarray(pil), points
+    return image, points
 
 
 def _random_crop_keeping_face(width, height, points, rng, keep_range):
@@ -130,12 +130,6 @@ def _tight_crop(width, height, points, rng, side_range):
     if right - left < 16 or bottom - top < 16:
         return None
     return left, top, right, bottom
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------------------- splits
@@ -174,8 +168,8 @@ class CropPool:
 
 def _pool_key(paths: Sequence[str], spec: dict) -> str:
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    for path in paths:
-        digest.update(path.encode())
+    for path in paths:  # which files, in which version: changed or other files never reuse old crops
+        digest.update(file_key(path).encode())
     return digest.hexdigest()[:16]
 
 
@@ -335,16 +329,6 @@ def color_jitter(batch: torch.Tensor, generator: torch.Generator, strength: floa
     return batch.clamp_(0.0, 1.0)
 
 
-def to_tensor(crops: np.ndarray, config: CnnConfig) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def normalise(batch: torch.Tensor, config: CnnConfig) -> torch.Tensor:
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
 @torch.inference_mode()
 def predict_pool(model: torch.nn.Module, pool: CropPool, config: CnnConfig, batch_size: int = 64) -> np.ndarray:
     """Logits ``N x K`` for every crop of a pool (NaN where no face was found)."""
@@ -355,7 +339,7 @@ def predict_pool(model: torch.nn.Module, pool: CropPool, config: CnnConfig, batc
     for start in range(0, len(index), batch_size):
         chunk = index[start : start + batch_size]
         crops = np.stack([pool.crops[i, j] for i, j in chunk])
-        logits = model(normalise(to_tensor(crops, config), config)).float().numpy()
+        logits = model(preprocess(crops, config)).float().numpy()
         for (i, j), logit in zip(chunk, logits):
             out[i, j] = logit
     return out
@@ -430,7 +414,7 @@ def train_cnn(
             index = np.sort(picks[step * settings.batch_size : (step + 1) * settings.batch_size])
             k = rng.integers(0, variants, size=len(index))
             crops = np.stack([train_pool.crops[i, j] for i, j in zip(index, k)])
-            batch = to_tensor(crops, config)
+            batch = unit_batch(crops)
             flip = torch.rand(len(index), generator=generator) < 0.5
             batch[flip] = batch[flip].flip(-1)
             inputs = normalise(color_jitter(batch, generator), config)

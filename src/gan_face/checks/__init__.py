@@ -11,6 +11,8 @@ fusion picks up every check named in the model card, the CLI writes a ``check_<n
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
@@ -21,6 +23,8 @@ from ..align import Face
 
 #: A rectangle ``(x0, y0, x1, y1)`` in image pixels, with a label a report can print beside it.
 Region = tuple[str, tuple[float, float, float, float]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class CheckResult:
     details: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        if self.score is not None and not 0.0 <= self.score <= 1.0:
+        if self.score is not None and not (math.isfinite(self.score) and 0.0 <= self.score <= 1.0):
             raise ValueError(f"check {self.name!r}: score {self.score} outside [0, 1]")
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
@@ -69,6 +73,17 @@ CHECKS: Mapping[str, Check] = MappingProxyType(_registry())
 
 
 def run_checks(image: np.ndarray, face: Optional[Face], names=None) -> dict[str, CheckResult]:
-    """Run the named checks (default: all) on one image."""
+    """Run the named checks (default: all) on one image.
+
+    A check that fails on an image (a bug, or an image it cannot handle) is logged and reported as unable to
+    judge, so one piece of evidence can never sink the verdict or the batch.
+    """
     selected = CHECKS.keys() if names is None else names
-    return {name: CHECKS[name](image, face) for name in selected}
+    results = {}
+    for name in selected:
+        try:
+            results[name] = CHECKS[name](image, face)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("check %s failed", name, exc_info=True)
+            results[name] = CheckResult(name, None, f"This check could not be computed ({type(exc).__name__}).")
+    return results

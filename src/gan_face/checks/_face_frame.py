@@ -80,8 +80,7 @@ def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-def logistic(value: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-np.clip(value, -50.0, 50.0))))
+
 
 
 def box_blur(values: np.ndarray, radius: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._face_frame import logistic
+from ..fusion import sigmoid
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class LinearEvidence:
         return self.weights * (values - self.centers) / self.scales
 
     def score(self, measured: Mapping[str, float]) -> float:
-        return logistic(self.intercept + float(self.terms(measured).sum()))
+        return sigmoid(self.intercept + float(self.terms(measured).sum()))
 
     def to_dict(self) -> dict:
         return {

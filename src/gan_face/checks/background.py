@@ -42,24 +42,23 @@ MIN_BACKGROUND_SHARE = 0.08
 
 
 
-def background_mask(shape: tuple[int, int], frame: FaceFrame) -> np.ndarray:
-    """True where the pixel is background: outside the face-and-hair ellipse and the neck-and-shoulders band."""
+def face_coordinates(shape: tuple[int, int], frame: FaceFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel's position in the face's frame (``u`` across, ``v`` down, in interocular distances)."""
     height, width = shape
     yy, xx = np.mgrid[:height, :width].astype(np.float64)
     rel = np.stack([xx - frame.origin[0], yy - frame.origin[1]], axis=-1) / frame.unit
-    u = rel @ frame.x_axis
-    v = rel @ frame.y_axis
+    return rel @ frame.x_axis, rel @ frame.y_axis
+
+
+def background_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """True where the pixel is background: outside the face-and-hair ellipse and the neck-and-shoulders band."""
     head = ((u / 1.5) ** 2 + ((v + 0.05) / 1.95) ** 2) <= 1.0  # face, ears and hair
     body = (v > 1.5) & (np.abs(u) < 1.0 + 0.8 * (v - 1.5))  # neck and shoulders, widening below the chin
     return ~(head | body)
 
 
-def face_mask(shape: tuple[int, int], frame: FaceFrame) -> np.ndarray:
+def face_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """True on the inner face (cheeks, eyes, nose, mouth), where a photo is in focus."""
-    height, width = shape
-    yy, xx = np.mgrid[:height, :width].astype(np.float64)
-    rel = np.stack([xx - frame.origin[0], yy - frame.origin[1]], axis=-1) / frame.unit
-    u, v = rel @ frame.x_axis, rel @ frame.y_axis
     return ((u / 0.9) ** 2 + ((v - 0.55) / 1.0) ** 2) <= 1.0
 
 
@@ -73,12 +72,13 @@ def background_features(image: np.ndarray, face: Face) -> Optional[dict[str, flo
     grey = to_grey(np.asarray(small.filter(ImageFilter.GaussianBlur(0.7))))
     work_frame = FaceFrame(frame.origin * [size[0] / width, size[1] / height], frame.x_axis, frame.y_axis,
                            frame.unit * scale, frame.yaw)
-    mask = background_mask(grey.shape, work_frame)
-    if mask.mean() < MIN_BACKGROUND_SHARE:
+    u, v = face_coordinates(grey.shape, work_frame)
+    mask = background_mask(u, v)
+    inner_face = face_mask(u, v)
+    if mask.mean() < MIN_BACKGROUND_SHARE or not inner_face.any():
         return None
     gy, gx = np.gradient(grey)
     magnitude = np.hypot(gx, gy)
-    inner_face = face_mask(grey.shape, work_frame)
     return {
         "texture": float(magnitude[mask].mean()),
         "edge_density": float((magnitude[mask] > 8.0).mean()),

@@ -26,7 +26,8 @@ What fools it:
   Kaggle 140k and real-or-fake sets in ``shared/data``), and photos passed through face-restoration or
   "AI enhance" tools that use the FFHQ alignment. Those real photos score as high as GAN faces.
 * Generators not trained on FFHQ-aligned data (StyleGAN3 at other framings, diffusion models) do not use it.
-* A non-square image cannot match: StyleGAN's output is square, so a changed aspect ratio is a crop.
+* Positions are read as fractions of width and height, so a crop that changes the aspect ratio moves the face
+  off the template, while a GAN image merely stretched to another aspect ratio still matches.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ import numpy as np
 from ..align import Face
 from . import CheckResult
 from ._weights import check_weights
-from ._face_frame import FaceFrame, logistic, to_grey
+from ..fusion import sigmoid
+from ._face_frame import FaceFrame, to_grey
 
 FEATURES = ("periodic_peaks", "slope", "curvature", "high_share")
 #: Direction each measurement may push the score when fitted: periodic peaks and excess high-frequency power
@@ -115,11 +116,11 @@ def spectrum_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
         grey = face_square(image, face)
         where = "the face"
     if grey is None:
-        return CheckResult("spectrum", None, "The face is too small at this resolution for a spectral reading.")
+        return CheckResult("spectrum", None, f"The image is too small at this resolution for a spectral reading of {where}.")
     features = spectrum_features(grey)
     evidence = check_weights("spectrum")
     peak_term = PEAK_WEIGHT * max(0.0, features["periodic_peaks"] - PEAK_THRESHOLD)
-    score = logistic(evidence.intercept + float(evidence.terms(features).sum()) + peak_term)
+    score = sigmoid(evidence.intercept + float(evidence.terms(features).sum()) + peak_term)
     if features["periodic_peaks"] > PEAK_THRESHOLD:
         explanation = f"Periodic peaks in the spectrum of {where}: traces of upsampling layers (or a resampling grid)."
     elif score >= 0.5:
