@@ -19,9 +19,28 @@ from pathlib import Path
 
 from gan_face.datasets import index_tree
 from gan_face.detector import Detector
-from gan_face.evaluation import CONDITIONS, evaluation_report, format_table, score_samples
+from gan_face.evaluation import CONDITIONS, evaluation_report, format_table, save_rows, score_samples
 
 COLUMNS = ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fpr_at_threshold", "ece"]
+
+
+def markdown_tables(report: dict, threshold: float) -> str:
+    """Per condition: fused metrics per source and generator, then each check's AUC alone."""
+    lines = []
+    for condition, result in report.items():
+        lines += [f"**{condition}** (threshold {threshold:.4f}; no face found in {result['no_face_rate']:.1%})", "",
+                  "| group | n real | n fake | AUC | TPR@1%FPR | TPR@0.1%FPR | FPR@thr | ECE |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for group, m in {**result["by_source"], **{f"generator {k}": v for k, v in result["by_generator"].items()}}.items():
+            lines.append(f"| {group} | {m['n_real']} | {m['n_fake']} | {m['auc']:.4f} | {m['tpr_at_1pct_fpr']:.4f} | "
+                         f"{m['tpr_at_0.1pct_fpr']:.4f} | {m['fpr_at_threshold']:.4f} | {m['ece']:.4f} |")
+        checks = result["check_auc"]
+        groups = list(next(iter(checks.values())))
+        lines += ["", "| check alone (AUC) | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+        for name, values in checks.items():
+            lines.append(f"| {name} | " + " | ".join(f"{values[g]:.4f}" for g in groups) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -31,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--threshold", type=float, help="override the model's threshold")
     parser.add_argument("--json", type=Path, help="write the full report here")
+    parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here (for a model card)")
+    parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -45,6 +66,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
     detector = Detector(weights=args.weights, threshold=args.threshold)
     rows = score_samples(detector, samples, conditions, batch_size=args.batch_size, progress=not args.quiet)
+    if args.save_rows:
+        save_rows(rows, args.save_rows)
     report = evaluation_report(rows, detector.threshold)
     for condition, result in report.items():
         print(f"\n== {condition} (threshold {detector.threshold:.4f}; no face in {result['no_face_rate']:.1%})")
@@ -55,6 +78,9 @@ def main(argv=None) -> int:
         print("check AUC alone: " + ", ".join(groups))
         for name, values in checks.items():
             print(f"  {name:12s}" + "".join(f"{values[g]:9.4f}" for g in groups))
+    if args.markdown:
+        args.markdown.write_text(markdown_tables(report, detector.threshold) + "\n")
+        print(f"wrote {args.markdown}")
     if args.json:
         payload = {
             "model": detector.card.name,

@@ -20,7 +20,7 @@ import numpy as np
 
 from gan_face.datasets import index_tree, manifest_digest
 from gan_face.detector import Detector
-from gan_face.evaluation import format_table, group_metrics, score_samples
+from gan_face.evaluation import format_table, group_metrics, load_rows, save_rows, score_samples
 from gan_face.fusion import fit_on_rows
 
 
@@ -31,6 +31,10 @@ def main() -> int:
     parser.add_argument("--sources", help="comma-separated sources to fit on (default: all)")
     parser.add_argument("--conditions", default="clean", help="comma-separated conditions (default: clean)")
     parser.add_argument("--max-fpr", type=float, default=0.01)
+    parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
+    parser.add_argument("--from-rows", type=Path, help="fit from rows saved by --save-rows with this card's CNN")
+    parser.add_argument("--features", help="comma-separated evidence to fuse (default: every check the detector "
+                        "runs); the others are still reported, with no weight")
     args = parser.parse_args()
 
     samples = index_tree(args.data)
@@ -38,9 +42,15 @@ def main() -> int:
         wanted = set(args.sources.split(","))
         samples = [s for s in samples if s.source in wanted]
     conditions = args.conditions.split(",")
-    detector = Detector(weights=args.card)
-    rows = score_samples(detector, samples, conditions)
-    fusion, threshold = fit_on_rows(rows, max_fpr=args.max_fpr)
+    if args.from_rows:
+        rows = [r for r in load_rows(args.from_rows) if r["sample"].source in {s.source for s in samples}]
+        conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    else:
+        rows = score_samples(Detector(weights=args.card), samples, conditions)
+    if args.save_rows:
+        save_rows(rows, args.save_rows)
+    fusion, threshold = fit_on_rows(rows, max_fpr=args.max_fpr,
+                                    features=args.features.split(",") if args.features else None)
     labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
     sources = np.array([r["sample"].source for r in rows])
@@ -56,6 +66,7 @@ def main() -> int:
         "data_manifest_sha256": manifest_digest([args.data]),
         "sources": sorted({s.source for s in samples}),
         "conditions": conditions,
+        "features": list(fusion.features),
         "max_fpr": args.max_fpr,
         "metrics": report,
     }

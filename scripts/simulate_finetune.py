@@ -83,7 +83,8 @@ def main() -> int:
     raw["cnn"] = {**raw["cnn"], "weights": str(base.weights_path.resolve())}
     base_card.write_text(json.dumps(raw))
     others = [s for s in calibration if s.source != args.source]
-    fusion, threshold = fit_on_rows(score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False))
+    fusion, threshold = fit_on_rows(score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
+                                    features=base.fusion.features)
     raw.update(fusion=fusion.to_dict(), threshold=threshold)
     base_card.write_text(json.dumps(raw))
 

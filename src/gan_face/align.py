@@ -111,6 +111,8 @@ class FaceAligner:
         self._mtcnn = MTCNN(
             min_face_size=min_face_size, thresholds=list(thresholds), select_largest=True, device=device
         ).eval()
+        for stage in ("pnet", "rnet", "onet"):
+            setattr(self._mtcnn, stage, _channels_last(getattr(self._mtcnn, stage)))
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in one RGB image, the main face first (see :func:`order_faces`). Empty list: no face."""
@@ -147,10 +149,26 @@ class FaceAligner:
         height, width = image.shape[:2]
         scale = self.detect_size / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR, reducing_gap=2.0))
         canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
         return canvas, (new_w / width, new_h / height)  # exact per axis, rounding included
+
+
+def _channels_last(net):
+    """``net`` (an MTCNN stage) running in channels-last memory layout: the same numbers, and its max-pooling
+    is about 3x faster on CPUs than in the default layout (P-Net's pooling was a third of detection time)."""
+    import torch
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.to(memory_format=torch.channels_last)
+
+        def forward(self, x: torch.Tensor):
+            return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+    return ChannelsLast(net)
 
 
 def order_faces(faces: Sequence[Face]) -> list[Face]:
@@ -224,10 +242,13 @@ def align_face(
 def _region_with_mirrored_border(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     """``image[y0:y1, x0:x1]`` where the box may leave the image; the missing part mirrors the image."""
     height, width = image.shape[:2]
-    rows, cols = _mirrored_indices(y0, y1, height), _mirrored_indices(x0, x1, width)
-    if 0 <= y0 and y1 <= height and 0 <= x0 and x1 <= width:
-        return np.ascontiguousarray(image[y0:y1, x0:x1])  # the common case, without fancy indexing
-    return image[np.ix_(rows, cols)]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx0 == x0 and cy0 == y0 and cx1 == x1 and cy1 == y1:
+        return np.ascontiguousarray(image[y0:y1, x0:x1])  # wholly inside: a plain slice
+    if cx1 > cx0 and cy1 > cy0:  # overlapping: mirror the part inside at the image's own edges
+        pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
+        return np.pad(image[cy0:cy1, cx0:cx1], pads, mode="symmetric")
+    return image[np.ix_(_mirrored_indices(y0, y1, height), _mirrored_indices(x0, x1, width))]
 
 
 def _mirrored_indices(start: int, stop: int, size: int) -> np.ndarray:

@@ -120,7 +120,7 @@ def scan(
 @click.option("--fake", "fake_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of the new generator's faces (read recursively).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the fine-tuned weights (.safetensors; the card goes beside it as .json).")
 @click.option("--base", default="default", show_default=True, help="Model to start from: 'default' (shipped) or a .safetensors/.json path.")
-@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1, 100))
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 100))
 @click.option("--val-fraction", default=0.3, show_default=True, type=click.FloatRange(0.1, 0.6), help="Share held out: half to refit calibration and threshold, half to report before/after.")
 @click.option("--base-val", type=click.Path(exists=True, file_okay=False), help="The base model's validation tree (real/ and fake/) to check what it keeps.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Cache folder for detections and crops (default: a temporary folder).")

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
@@ -128,16 +129,31 @@ class Detector:
         return [next(remaining) if isinstance(item, np.ndarray) else item for item in loaded]
 
     def score_arrays(self, images: Sequence[np.ndarray]) -> list[Verdict]:
-        """Score RGB ``uint8`` arrays that are already loaded (as :func:`gan_face.io.load_image` returns them)."""
+        """Score RGB ``uint8`` arrays that are already loaded (as :func:`gan_face.io.load_image` returns them).
+
+        The forensic checks (numpy, mostly outside the GIL) run on a thread pool while the CNN runs, so both
+        cores stay busy.
+        """
         all_faces = self.aligner.detect_batch(list(images))
         mains = [faces[0] if faces else None for faces in all_faces]
+        pending = [self._check_pool.submit(run_checks, image, face, self.check_names)
+                   for image, face in zip(images, mains)]
         cnn_results = self.cnn.score_faces(images, mains) if self.cnn is not None else [None] * len(images)
-        return [self._verdict(image, faces, cnn) for image, faces, cnn in zip(images, all_faces, cnn_results)]
+        return [
+            self._verdict(image, faces, cnn, checks.result())
+            for image, faces, cnn, checks in zip(images, all_faces, cnn_results, pending)
+        ]
 
-    def _verdict(self, image: np.ndarray, faces: list[Face], cnn: Optional[CheckResult]) -> Verdict:
+    @functools.cached_property
+    def _check_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="gan-face-checks")
+
+    def _verdict(
+        self, image: np.ndarray, faces: list[Face], cnn: Optional[CheckResult], check_results: dict[str, CheckResult]
+    ) -> Verdict:
         face = faces[0] if faces else None
         checks: dict[str, CheckResult] = {} if cnn is None else {"cnn": cnn}
-        checks.update(run_checks(image, face, self.check_names))
+        checks.update(check_results)
         scores = {name: result.score for name, result in checks.items()}
         fusion = self.card.fusion
         return Verdict(

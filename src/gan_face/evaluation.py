@@ -183,8 +183,11 @@ def evaluation_report(rows: Sequence[dict], threshold: float) -> dict:
         likelihoods = np.array([r["likelihood"] for r in chosen])
         sources = np.array([r["sample"].source for r in chosen])
         generators = np.array([r["sample"].generator for r in chosen])
-        by_generator = group_metrics(labels, likelihoods, generators, threshold)
-        by_generator.pop("all")
+        fakes = labels == 1  # each generator against all real photos
+        by_generator = {
+            g: metrics(labels[(generators == g) | ~fakes], likelihoods[(generators == g) | ~fakes], threshold)
+            for g in sorted(set(generators[fakes]))
+        }
         checks: dict[str, dict[str, float]] = {}
         for name in chosen[0]["scores"]:
             # a check that could not judge an image counts as undecided (0.5) for its AUC alone
@@ -200,3 +203,27 @@ def evaluation_report(rows: Sequence[dict], threshold: float) -> dict:
             "no_face_rate": float(np.mean([r["status"] == "no_face" for r in chosen])),
         }
     return report
+
+
+def save_rows(rows: Sequence[dict], path) -> None:
+    """Scored rows as JSON lines (sample fields, condition, likelihood, status, every check's score)."""
+    import json
+    from dataclasses import asdict
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({**row, "sample": asdict(row["sample"])}) + "\n")
+
+
+def load_rows(path) -> list[dict]:
+    import json
+
+    from .datasets import Sample
+
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            row["sample"] = Sample(**row["sample"])
+            rows.append(row)
+    return rows

@@ -7,8 +7,10 @@ How the old knowledge is kept:
 * on the user's real photos the CNN is distilled towards the base model's own outputs, so what it thought of
   real people does not drift (the false-positive side is the one users pay for).
 
-Then the fusion and the threshold are refitted on a held-out part of the user's data (the calibration half),
-and the before/after metrics are measured on the other held-out half, which neither step has seen.
+Then the CNN's term of the fusion (its weight and centre, and the intercept) and the threshold are refitted on
+a held-out part of the user's data (the calibration half); the other checks keep their weights, which a few
+dozen images could not estimate better. The before/after metrics are measured on the other held-out half,
+which neither step has seen.
 Needs ``gan-face[train]``.
 """
 
@@ -31,7 +33,7 @@ from .cnn import CnnConfig
 from .datasets import Sample, index_tree
 from .evaluation import metrics, score_samples
 from .facecache import detect_cached
-from .fusion import fit_on_rows
+from .fusion import refit_one
 from .model import file_sha256, load_model_card
 from .scan import collect_files
 from .train import (
@@ -52,10 +54,10 @@ FINETUNE_CONDITIONS = ("clean", "avatar")
 
 @dataclass
 class FinetuneSettings:
-    epochs: int = 6
+    epochs: int = 8
     samples_per_epoch: int = 1600
-    lr: float = 2e-4
-    freeze_blocks: int = 6  # stem + this many of the 16 blocks stay as in the base model
+    lr: float = 4e-4
+    freeze_blocks: int = 4  # stem + this many of the 16 blocks stay as in the base model
     distill_weight: float = 1.0
     variants: int = 4
     val_fraction: float = 0.3
@@ -220,7 +222,7 @@ def finetune(
     from .detector import Detector
 
     rows = score_samples(Detector(weights=card_path), calibration, FINETUNE_CONDITIONS, progress=False)
-    fusion, threshold = fit_on_rows(rows, max_fpr=0.01)
+    fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)
     card["fusion"] = fusion.to_dict()
     card["threshold"] = threshold
     card_path.write_text(json.dumps(card, indent=2) + "\n")

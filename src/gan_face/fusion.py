@@ -80,12 +80,14 @@ def fit_logistic(
     signs: Optional[Sequence[str]] = None,
     *,
     l2: float = 1e-3,
+    offset: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, float]:
     """Logistic regression with classes weighted equally and optional sign constraints on the weights.
 
     ``signs[j]`` is ``"+"`` (weight >= 0), ``"-"`` (<= 0) or ``""`` (free). Evidence that by its meaning can only
     point one way (more asymmetry cannot make a face more real) is held to that direction, so a quirk of the
-    training data cannot invert what a check says. Needs scipy (``gan-face[train]``).
+    training data cannot invert what a check says. ``offset`` is a fixed per-sample term added to the
+    log-odds (the part of a model that is kept). Needs scipy (``gan-face[train]``).
     """
     from scipy.optimize import minimize
 
@@ -95,7 +97,7 @@ def fit_logistic(
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = params[:d], params[d]
-        z = x @ w + b
+        z = x @ w + b + (0.0 if offset is None else offset)
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
         nll = -(sample_weight * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum()
         residual = sample_weight * (p - y)
@@ -151,13 +153,43 @@ def threshold_at_fpr(real_likelihoods: Sequence[float], max_fpr: float = 0.01) -
     return float(np.nextafter(values[allowed], np.inf))
 
 
-def fit_on_rows(rows: Sequence[Mapping], max_fpr: float = 0.01) -> tuple[Fusion, float]:
+def refit_one(fusion: Fusion, name: str, rows: Sequence[Mapping], max_fpr: float = 0.01) -> tuple[Fusion, float]:
+    """Refit only evidence ``name``'s term and the intercept, keeping every other weight of ``fusion``.
+
+    For fine-tuning: only the CNN changed, and a few dozen held-out images can recalibrate one term where
+    refitting every weight would overfit them.
+    """
+    index = fusion.features.index(name)
+    raw = np.array([np.nan if r["scores"].get(name) is None else score_logit(r["scores"][name]) for r in rows])
+    labels = np.array([r["sample"].label for r in rows])
+    present = ~np.isnan(raw)
+    center = float(np.mean([raw[present & (labels == k)].mean() for k in (0, 1)]))
+    scale = float(np.std(raw[present])) or 1.0
+    kept = fusion.contributions  # the other checks' terms stay as they were
+    offset = np.array([sum(v for k, v in kept(r["scores"]).items() if k != name) for r in rows])
+    column = np.where(present, (raw - center) / scale, 0.0)[:, None]
+    (weight,), intercept = fit_logistic(column, labels, ["+"], offset=offset)
+    replace = lambda values, new: tuple(new if i == index else v for i, v in enumerate(values))  # noqa: E731
+    refitted = Fusion(fusion.features, replace(fusion.weights, float(weight)), replace(fusion.centers, center),
+                      replace(fusion.scales, scale), intercept)
+    likelihoods = np.array([refitted.likelihood(r["scores"]) for r in rows])
+    conditions = np.array([r["condition"] for r in rows])
+    threshold = max(
+        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr) for c in dict.fromkeys(conditions)
+    )
+    return refitted, threshold
+
+
+def fit_on_rows(
+    rows: Sequence[Mapping], max_fpr: float = 0.01, features: Optional[Sequence[str]] = None
+) -> tuple[Fusion, float]:
     """Fusion and threshold from rows of :func:`gan_face.evaluation.score_samples`.
 
-    The threshold is the strictest of the per-condition ones, so at most ``max_fpr`` of the real photos are
-    flagged in every condition (clean files, avatars, laundered, cropped), not merely on average.
+    ``features`` limits the evidence fused (default: every score in the rows). The threshold is the strictest
+    of the per-condition ones, so at most ``max_fpr`` of the real photos are flagged in every condition
+    (clean files, avatars, laundered, cropped), not merely on average.
     """
-    names = list(rows[0]["scores"])
+    names = list(features) if features is not None else list(rows[0]["scores"])
     labels = np.array([r["sample"].label for r in rows])
     fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
