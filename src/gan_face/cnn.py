@@ -233,8 +233,8 @@ class CnnScorer:
         return results
 
 
-def load_cnn(card: "ModelCard", device: Optional[str] = None) -> CnnScorer:
-    """The card's CNN with its weights, loaded without pickle."""
+def load_cnn(card: "ModelCard", device: Optional[str] = None, *, fuse: bool = True) -> CnnScorer:
+    """The card's CNN with its weights, loaded without pickle; ``fuse`` folds BatchNorm in (scoring only)."""
     from .errors import WeightsError
     from .model import file_sha256, load_state_dict
 
@@ -252,4 +252,4 @@ def load_cnn(card: "ModelCard", device: Optional[str] = None) -> CnnScorer:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{card.weights_path}: weights do not fit the card's {config.architecture} ({exc})") from None
-    return CnnScorer(model.fuse_batchnorm(), config, device)
+    return CnnScorer(model.fuse_batchnorm() if fuse else model, config, device)

@@ -146,7 +146,8 @@ def finetune(
     base_card = load_model_card(base)
     if base_card.cnn is None:
         raise ValueError(f"{base_card.card_path}: the base model has no CNN to fine-tune")
-    teacher = load_cnn(base_card, device="cpu").model  # refuses pickle payloads before any work is done
+    # refuses pickle payloads before any work is done; unfused, as its weights also start the student
+    teacher = load_cnn(base_card, device="cpu", fuse=False).model
     config = CnnConfig.from_dict(base_card.cnn["config"])
     cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "gan-face-finetune-cache"
     report = FinetuneReport(output=str(output))
@@ -204,7 +205,7 @@ def finetune(
     )
     result = train_cnn(
         train_pool, val_pool, config, train_settings, val_conditions=FINETUNE_CONDITIONS,
-        init_state={k: v.float() for k, v in teacher.state_dict().items()}, extra_loss=distill,
+        init_state={k: v.float().clone() for k, v in teacher.state_dict().items()}, extra_loss=distill,
     )
 
     # everything is written under staging names and renamed at the very end: an interrupted run never leaves
