@@ -116,7 +116,7 @@ def test_flat_backdrop_scores_blank_and_a_real_scene_does_not():
     flat = background_check(drawn_face("flat"), face)
     scene = background_check(drawn_face("scene"), face)
     assert "blank" in flat.explanation
-    assert "continue like a real scene" in scene.explanation
+    assert "continue, as in a real scene" in scene.explanation
     assert flat.score > scene.score
     assert background_features(drawn_face("flat"), face)["edge_density"] < 0.02
 

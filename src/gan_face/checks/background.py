@@ -121,14 +121,16 @@ def background_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
     if features is None:
         return CheckResult("background", None, "The face fills the frame: too little background to judge.")
     score = check_weights("background").score(features)
+    # what a person can see in the background, then how far this weighs (the score is weak evidence)
     if features["edge_density"] < 0.02:
-        kind = "blank (almost no texture or edges)"
+        seen = "The background is blank (almost no texture or edges)"
     elif features["coherence_large"] < 0.35:
-        kind = "full of smeared structures that do not continue"
+        seen = "The background is full of smeared structures that do not continue"
     else:
-        kind = "structured, with edges that continue like a real scene"
-    explanation = f"The background is {kind}" + (
-        ": typical of GAN faces (and of studio backdrops)." if score >= 0.5 else "."
+        seen = "The background has edges that continue, as in a real scene"
+    explanation = seen + (
+        ": leans towards a GAN face, weakly (studio backdrops look alike)." if score >= 0.5
+        else ": leans towards a real photo, weakly."
     )
     frame = FaceFrame.of(face)
     height, width = image.shape[:2]

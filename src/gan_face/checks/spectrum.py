@@ -123,8 +123,10 @@ def spectrum_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
     score = sigmoid(evidence.intercept + float(evidence.terms(features).sum()) + peak_term)
     if features["periodic_peaks"] > PEAK_THRESHOLD:
         explanation = f"Periodic peaks in the spectrum of {where}: traces of upsampling layers (or a resampling grid)."
+    elif score >= 0.65:
+        explanation = f"The fine detail of {where} falls off the way generated images do (or it was resized)."
     elif score >= 0.5:
-        explanation = f"The fine detail of {where} falls off the way generated images do."
+        explanation = f"The fine detail of {where} is ambiguous, slightly like generated images (weak evidence)."
     else:
         explanation = f"The spectrum of {where} looks like a camera photo's."
     regions = () if face is None else (("spectrum window", FaceFrame.of(face).box(0.0, 0.5, 1.1)),)

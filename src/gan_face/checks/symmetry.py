@@ -128,8 +128,10 @@ def symmetry_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
     terms = evidence.terms(features)
     score = evidence.score(features)
     strongest = evidence.features[int(np.argmax(terms))]
-    if score >= 0.5:
+    if score >= 0.65:
         explanation = f"Left and right disagree: {_PLAIN_WORDS[strongest]}."
+    elif score >= 0.5:
+        explanation = f"Left and right differ slightly: {_PLAIN_WORDS[strongest]} (weak evidence)."
     else:
         explanation = "Left and right sides agree (eyes, reflections, eye region and ears match)."
     frame = FaceFrame.of(face)
