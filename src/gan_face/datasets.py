@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from .io import is_image_candidate
 
@@ -91,9 +90,3 @@ def manifest_digest(roots: Iterable[str | os.PathLike[str]]) -> str:
             digest.update(str(manifest.relative_to(root)).encode())
             digest.update(manifest.read_bytes())
     return digest.hexdigest()
-
-
-def save_index(samples: Sequence[Sample], path: str | os.PathLike[str]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for sample in samples:
-            handle.write(json.dumps(asdict(sample)) + "\n")
