@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--input-size", type=int, default=160)
     parser.add_argument("--variants", type=int, default=8, help="augmented crops cached per training image")
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--emphasis", default="",
+                        help="sampling weight multipliers, e.g. real/paired_kaggle140k_rvf10k_apollophantom=2")
     parser.add_argument("--scratch", action="store_true", help="random initialisation instead of ImageNet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -90,6 +92,9 @@ def main() -> int:
     unknown = holdout - {s.source for s in samples}
     if unknown:
         parser.error(f"unknown holdout sources: {sorted(unknown)}")
+    emphasis = {k: float(v) for k, v in (item.split("=", 1) for item in filter(None, args.emphasis.split(",")))}
+    if set(emphasis) - {s.source for s in samples}:
+        parser.error(f"unknown --emphasis sources: {sorted(set(emphasis) - {s.source for s in samples})}")
     held = [s for s in samples if s.source in holdout]
     trainable = [s for s in samples if s.source not in holdout]
     train_samples, val_samples = split_by_identity(trainable, 0.15, seed=args.seed)
@@ -110,6 +115,7 @@ def main() -> int:
         seed=args.seed,
         pretrained=not args.scratch,
         time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
+        source_emphasis=emphasis,
     )
     train_pool = build_pool(
         train_samples, args.cache, config, variants=args.variants,

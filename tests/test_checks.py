@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from gan_face.align import Face, Landmarks
 from gan_face.checks import CHECKS, run_checks
-from gan_face.checks.background import background_check, background_features
+from gan_face.checks.background import STRAIGHT_SCENE, background_check, background_features
 from gan_face.checks.spectrum import face_square, spectrum_check, spectrum_features
 from gan_face.checks.symmetry import symmetry_check, symmetry_features
 
@@ -28,6 +28,9 @@ def drawn_face(background="flat", left_iris=(70, 110, 160), right_iris=(70, 110,
     rng = np.random.default_rng(0)
     if background == "flat":
         canvas = Image.new("RGB", (SIZE, SIZE), (150, 160, 170))
+    elif background == "smeared":  # a GAN-like backdrop: soft colour blobs, nothing straight
+        blobs = rng.integers(60, 200, size=(8, 8, 3), dtype=np.uint8)
+        canvas = Image.fromarray(blobs).resize((SIZE, SIZE), Image.BICUBIC).filter(ImageFilter.GaussianBlur(6))
     else:  # a real-scene-like backdrop: long straight edges (shelves, a window frame)
         canvas = Image.new("RGB", (SIZE, SIZE), (120, 110, 100))
         pen = ImageDraw.Draw(canvas)
@@ -116,9 +119,17 @@ def test_flat_backdrop_scores_blank_and_a_real_scene_does_not():
     flat = background_check(drawn_face("flat"), face)
     scene = background_check(drawn_face("scene"), face)
     assert "blank" in flat.explanation
-    assert "continue, as in a real scene" in scene.explanation
+    assert "as in a real scene" in scene.explanation
     assert flat.score > scene.score
     assert background_features(drawn_face("flat"), face)["edge_density"] < 0.02
+
+
+def test_straight_lines_of_a_scene_count_and_smeared_blobs_do_not():
+    face = face_at()
+    scene = background_features(drawn_face("scene"), face)
+    smeared = background_features(drawn_face("smeared"), face)
+    assert scene["straight_lines"] > STRAIGHT_SCENE > 1.0 > smeared["straight_lines"]
+    assert background_check(drawn_face("smeared"), face).score > background_check(drawn_face("scene"), face).score
 
 
 def test_face_filling_the_frame_leaves_no_background():

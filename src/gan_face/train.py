@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from .align import FaceAligner, Landmarks, align_face
-from .cnn import CnnConfig, build_cnn, normalise, preprocess, unit_batch
+from .cnn import CnnConfig, build_cnn, crop_logits, normalise, unit_batch
 from .datasets import Sample
 from .evaluation import CONDITIONS, condition_with_transform, jpeg_roundtrip, tpr_at_fpr
 from .facecache import detect_cached, file_key
@@ -278,6 +278,10 @@ class TrainSettings:
     pretrained: bool = True
     freeze: int = 0  # freeze the stem and this many first blocks (fine-tuning keeps low-level features)
     time_budget_s: Optional[float] = None  # stop after the epoch that passes this
+    #: Sampling weight multipliers by source. Real FFHQ portraits are what StyleGAN imitates, so they are the
+    #: negatives a detector most easily confuses with GAN faces; drawing them more often teaches GAN traces
+    #: rather than "looks like a portrait".
+    source_emphasis: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -296,8 +300,11 @@ def pretrained_lite0_state() -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("_fc.")}  # the 1000-class head is replaced
 
 
-def source_balanced_weights(samples: Sequence[Sample], usable: np.ndarray) -> np.ndarray:
-    """Sampling weights: half the mass per class, split across sources by the square root of their size."""
+def source_balanced_weights(samples: Sequence[Sample], usable: np.ndarray,
+                            emphasis: Optional[Mapping[str, float]] = None) -> np.ndarray:
+    """Sampling weights: half the mass per class, split across sources by the square root of their size
+    (times the source's ``emphasis``, default 1)."""
+    emphasis = emphasis or {}
     counts: dict[str, int] = defaultdict(int)
     for sample, ok in zip(samples, usable):
         if ok:
@@ -305,12 +312,13 @@ def source_balanced_weights(samples: Sequence[Sample], usable: np.ndarray) -> np
     per_label: dict[int, float] = defaultdict(float)
     for source, n in counts.items():
         label = next(s.label for s in samples if s.source == source)
-        per_label[label] += math.sqrt(n)
+        per_label[label] += math.sqrt(n) * emphasis.get(source, 1.0)
     weights = np.zeros(len(samples))
     for i, (sample, ok) in enumerate(zip(samples, usable)):
         if ok:
             n = counts[sample.source]
-            weights[i] = 0.5 * (math.sqrt(n) / per_label[sample.label]) / n
+            share = math.sqrt(n) * emphasis.get(sample.source, 1.0) / per_label[sample.label]
+            weights[i] = 0.5 * share / n
     return weights / weights.sum()
 
 
@@ -339,7 +347,7 @@ def predict_pool(model: torch.nn.Module, pool: CropPool, config: CnnConfig, batc
     for start in range(0, len(index), batch_size):
         chunk = index[start : start + batch_size]
         crops = np.stack([pool.crops[i, j] for i, j in chunk])
-        logits = model(preprocess(crops, config)).float().numpy()
+        logits = crop_logits(model, crops, config)
         for (i, j), logit in zip(chunk, logits):
             out[i, j] = logit
     return out
@@ -398,7 +406,7 @@ def train_cnn(
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    weights = source_balanced_weights(train_pool.samples, train_pool.usable)
+    weights = source_balanced_weights(train_pool.samples, train_pool.usable, settings.source_emphasis)
     labels = torch.tensor(train_pool.labels, dtype=torch.float32)
     variants = train_pool.crops.shape[1]
     result = TrainResult(state_dict={})

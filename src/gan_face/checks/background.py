@@ -10,13 +10,16 @@ scaled to the face's size (so a big photo and a small one are compared at the sa
 * **Blankness**: texture energy (mean gradient) and edge density.
 * **Incoherence**: orientation coherence of the structure tensor at two scales. Straight, continuing lines
   stay coherent over a large window; smeared GAN structures lose it.
+* **Straight lines**: the total length of long straight edges (at least half the distance between the
+  eyes), found by a Hough transform on the background's edges. Rooms, windows, shelves and buildings give
+  real photos long straight lines; StyleGAN cannot draw them, so its backgrounds have few or none.
 * **Blob statistics**: the share of background in isolated blobs of texture, surrounded by smooth areas.
 * **Background against face**: the background's detail relative to the face's, at the same resolution: a
   smeared background behind a sharp face, whatever the size or compression of the photo.
 
 The features are combined by weights fitted on the training sources (``scripts/fit_checks.py``).
 
-What fools it: studio portraits and cut-out avatars with plain backdrops look blank; shallow depth of field
+What fools it: studio portraits and outdoor shots of foliage or sky have no straight lines either; cut-out avatars with plain backdrops look blank; shallow depth of field
 (bokeh) looks smeared; a face filling the frame leaves nothing to judge (the check then declines). It is
 evidence, never a verdict on its own.
 """
@@ -27,18 +30,24 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageFilter
+from skimage.feature import canny
+from skimage.transform import probabilistic_hough_line
 
 from ..align import Face
 from . import CheckResult
 from ._weights import check_weights
 from ._face_frame import FaceFrame, box_blur, to_grey
 
-FEATURES = ("texture", "edge_density", "coherence_small", "coherence_large", "blobs", "relative_texture")
+FEATURES = (
+    "texture", "edge_density", "coherence_small", "coherence_large", "blobs", "relative_texture", "straight_lines",
+)
 #: Direction each measurement may push the score when fitted: blank (less texture, fewer edges), incoherent
-#: (less orientation coherence), blobby, and smeared relative to the face all point to a GAN.
-SIGNS = ("-", "-", "-", "-", "+", "-")
+#: (less orientation coherence), blobby, smeared relative to the face, and without straight lines all point to a GAN.
+SIGNS = ("-", "-", "-", "-", "+", "-", "-")
 WORK_UNIT = 20.0  # the working copy is scaled so the interocular distance is this many pixels
-MIN_BACKGROUND_SHARE = 0.08
+MIN_BACKGROUND_SHARE = 0.15  # less background than this (a tight crop) is too little to judge
+STRAIGHT_SCENE = 2.5  # straight-line length at which a person will see walls, frames or furniture
+MIN_LINE = 0.5  # shortest straight edge counted, in interocular distances
 
 
 
@@ -69,6 +78,7 @@ def background_features(image: np.ndarray, face: Face) -> Optional[dict[str, flo
     height, width = image.shape[:2]
     size = (max(8, round(width * scale)), max(8, round(height * scale)))
     small = Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0)
+    sharp_grey = to_grey(np.asarray(small))
     grey = to_grey(np.asarray(small.filter(ImageFilter.GaussianBlur(0.7))))
     work_frame = FaceFrame(frame.origin * [size[0] / width, size[1] / height], frame.x_axis, frame.y_axis,
                            frame.unit * scale, frame.yaw)
@@ -88,7 +98,19 @@ def background_features(image: np.ndarray, face: Face) -> Optional[dict[str, flo
         # background detail against the face's own, at the same resolution and compression: a GAN's smeared
         # background beside a sharp face; independent of how large or sharp the whole photo is
         "relative_texture": float(np.log((magnitude[mask].mean() + 0.5) / (magnitude[inner_face].mean() + 0.5))),
+        "straight_lines": _straight_line_length(sharp_grey, mask, work_frame.unit),
     }
+
+
+def _straight_line_length(grey: np.ndarray, mask: np.ndarray, unit: float) -> float:
+    """Total length of long straight background edges, per square root of background area (scale-free)."""
+    edges = canny(grey, sigma=1.0, low_threshold=4.0, high_threshold=10.0) & mask
+    if not edges.any():
+        return 0.0
+    segments = probabilistic_hough_line(edges, threshold=10, line_length=max(3, round(MIN_LINE * unit)),
+                                        line_gap=1, rng=0)  # fixed seed: the same image always scores the same
+    length = sum(float(np.hypot(x1 - x0, y1 - y0)) for (x0, y0), (x1, y1) in segments)
+    return length / float(np.sqrt(mask.sum()))
 
 
 def _coherence(gx: np.ndarray, gy: np.ndarray, mask: np.ndarray, radius: int) -> float:
@@ -124,10 +146,12 @@ def background_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
     # what a person can see in the background, then how far this weighs (the score is weak evidence)
     if features["edge_density"] < 0.02:
         seen = "The background is blank (almost no texture or edges)"
+    elif features["straight_lines"] >= STRAIGHT_SCENE:
+        seen = "The background has long straight edges that continue (walls, frames, furniture), as in a real scene"
     elif features["coherence_large"] < 0.35:
         seen = "The background is full of smeared structures that do not continue"
     else:
-        seen = "The background has edges that continue, as in a real scene"
+        seen = "The background has few long straight edges (rooms, windows and streets have many)"
     explanation = seen + (
         ": leans towards a GAN face, weakly (studio backdrops look alike)." if score >= 0.5
         else ": leans towards a real photo, weakly."
