@@ -93,8 +93,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown holdout sources: {sorted(unknown)}")
     emphasis = {k: float(v) for k, v in (item.split("=", 1) for item in filter(None, args.emphasis.split(",")))}
-    if set(emphasis) - {s.source for s in samples}:
-        parser.error(f"unknown --emphasis sources: {sorted(set(emphasis) - {s.source for s in samples})}")
+    if unknown := set(emphasis) - {s.source for s in samples}:
+        parser.error(f"unknown --emphasis sources: {sorted(unknown)}")
     held = [s for s in samples if s.source in holdout]
     trainable = [s for s in samples if s.source not in holdout]
     train_samples, val_samples = split_by_identity(trainable, 0.15, seed=args.seed)

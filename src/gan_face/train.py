@@ -193,7 +193,9 @@ def build_pool(
     aligner = aligner or FaceAligner()
     paths = [s.path for s in samples]
     faces = detect_cached(paths, aligner, cache_dir)
-    spec = {**spec, "config": config.to_dict(), "variants": variants}
+    # only what shapes the crops: scoring options (normalisation, dropout, mirror averaging) reuse the pool
+    spec = {**spec, "input_size": config.input_size, "crop_template": config.to_dict()["crop_template"],
+            "variants": variants}
     key = _pool_key(paths, spec)
     size = config.input_size
     data_path, done_path = cache_dir / f"pool_{key}.u8", cache_dir / f"pool_{key}.done.json"

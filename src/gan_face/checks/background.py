@@ -19,9 +19,9 @@ scaled to the face's size (so a big photo and a small one are compared at the sa
 
 The features are combined by weights fitted on the training sources (``scripts/fit_checks.py``).
 
-What fools it: studio portraits and outdoor shots of foliage or sky have no straight lines either; cut-out avatars with plain backdrops look blank; shallow depth of field
-(bokeh) looks smeared; a face filling the frame leaves nothing to judge (the check then declines). It is
-evidence, never a verdict on its own.
+What fools it: studio portraits and outdoor shots of foliage or sky have no straight lines either; cut-out
+avatars with plain backdrops look blank; shallow depth of field (bokeh) looks smeared; a face filling the
+frame leaves nothing to judge (the check then declines). It is evidence, never a verdict on its own.
 """
 
 from __future__ import annotations
