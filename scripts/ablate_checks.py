@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_face.evaluation import group_metrics, load_rows, tpr_at_fpr
-from gan_face.fusion import fit_on_rows
+from gan_face.training.fitting import fit_on_rows
+from gan_face.training.metrics import group_metrics, tpr_at_fpr
+from gan_face.training.scoring import load_rows
 
 SUBSETS = {
     "cnn": ("cnn",),
@@ -69,10 +70,18 @@ def main() -> int:
     for name, features in SUBSETS.items():
         cv = cross_validate(calibration, features, args.max_fpr)
         mean_tpr = np.mean([v["tpr_at_1pct_fpr"] for v in cv.values()])
-        print(f"  {name:22s}" + "".join(f"  {c} {v['auc']:.4f} / {v['tpr_at_1pct_fpr']:.3f}" for c, v in cv.items())
-              + f"  mean TPR {mean_tpr:.3f}")
+        print(
+            f"  {name:22s}"
+            + "".join(f"  {c} {v['auc']:.4f} / {v['tpr_at_1pct_fpr']:.3f}" for c, v in cv.items())
+            + f"  mean TPR {mean_tpr:.3f}"
+        )
         fusion, threshold = fit_on_rows(calibration, max_fpr=args.max_fpr, features=features)
-        results[name] = {"fusion": fusion.to_dict(), "threshold": threshold, "calibration_cv": cv, "conditions": {}}
+        results[name] = {
+            "fusion": fusion.to_dict(),
+            "threshold": threshold,
+            "calibration_cv": cv,
+            "conditions": {},
+        }
         for condition in dict.fromkeys(r["condition"] for r in test):
             chosen = [r for r in test if r["condition"] == condition]
             labels = np.array([r["sample"].label for r in chosen])
@@ -81,16 +90,22 @@ def main() -> int:
             results[name]["conditions"][condition] = group_metrics(labels, likelihoods, sources, threshold)
     fake_sources = sorted({r["sample"].source for r in test if r["sample"].label == 1})
     print("report: fitted on the calibration half, measured on the test half")
-    header = f"{'condition':10s} {'source':28s}" + "".join(f"{n[:16] + ' AUC':>22s}{'TPR@1%':>9s}" for n in SUBSETS)
+    header = f"{'condition':10s} {'source':28s}" + "".join(
+        f"{n[:16] + ' AUC':>22s}{'TPR@1%':>9s}" for n in SUBSETS
+    )
     print(header)
     for condition in results["cnn"]["conditions"]:
         for source in fake_sources + ["all"]:
             cells = "".join(
                 f"{results[n]['conditions'][condition][source]['auc']:22.4f}"
-                f"{results[n]['conditions'][condition][source]['tpr_at_1pct_fpr']:9.4f}" for n in SUBSETS
+                f"{results[n]['conditions'][condition][source]['tpr_at_1pct_fpr']:9.4f}"
+                for n in SUBSETS
             )
             print(f"{condition:10s} {source:28s}{cells}")
-        fprs = "".join(f"{'FPR@thr':>22s}{results[n]['conditions'][condition]['all']['fpr_at_threshold']:9.4f}" for n in SUBSETS)
+        fprs = "".join(
+            f"{'FPR@thr':>22s}{results[n]['conditions'][condition]['all']['fpr_at_threshold']:9.4f}"
+            for n in SUBSETS
+        )
         print(f"{condition:10s} {'real photos flagged':28s}{fprs}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

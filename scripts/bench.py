@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,8 +26,8 @@ from PIL import Image
 
 
 def build_folder(folder: Path, n: int, data: Path | None) -> list[Path]:
-    from gan_face.evaluation import apply_condition
     from gan_face.io import load_image
+    from gan_face.training.conditions import apply_condition
 
     folder.mkdir(parents=True, exist_ok=True)
     existing = sorted(folder.glob("*.jpg"))
@@ -37,7 +35,7 @@ def build_folder(folder: Path, n: int, data: Path | None) -> list[Path]:
         return existing[:n]
     sources: list = []
     if data is not None and (data / "fake").is_dir():
-        from gan_face.datasets import index_tree
+        from gan_face.training.datasets import index_tree
 
         samples = index_tree(data)
         picks = np.random.default_rng(0).permutation(len(samples))[:n]
@@ -71,7 +69,7 @@ def peak_memory_of_scan(folder: Path, size: int, base: list[Path]) -> dict:
             link.symlink_to(base[i % len(base)].resolve())
     out = Path(tempfile.mkdtemp()) / "scan.csv"
     code = (
-        "import resource, sys; from gan_face.cli import main\n"
+        "import resource, sys; from gan_face.outputs.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
@@ -81,8 +79,12 @@ def peak_memory_of_scan(folder: Path, size: int, base: list[Path]) -> dict:
     )
     seconds = time.perf_counter() - start
     peak_kib = int(done.stdout.strip().splitlines()[-1])
-    return {"files": size, "peak_rss_mib": round(peak_kib / 1024, 1), "seconds": round(seconds, 1),
-            "images_per_s": round(rate(size, seconds), 1)}
+    return {
+        "files": size,
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(rate(size, seconds), 1),
+    }
 
 
 def main() -> int:
@@ -95,10 +97,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    from gan_face._runtime import tune_allocator
     from gan_face.align import FaceAligner
     from gan_face.detector import Detector
-    from gan_face.scan import InputFile, decoded_batches, run_scan
-    from gan_face._runtime import tune_allocator
+    from gan_face.outputs.files import InputFile
+    from gan_face.outputs.scan import decoded_batches, run_scan
 
     tune_allocator()
     import torch
@@ -124,8 +127,14 @@ def main() -> int:
     detector.score_arrays([np.asarray(Image.open(files[0]).convert("RGB"))])  # warm-up
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = run_scan(detector, inputs, output=str(Path(tmp) / "scan.csv"), fmt="csv",
-                           batch_size=args.batch_size, progress=False)
+        summary = run_scan(
+            detector,
+            inputs,
+            output=str(Path(tmp) / "scan.csv"),
+            fmt="csv",
+            batch_size=args.batch_size,
+            progress=False,
+        )
         results["scan_per_s"] = rate(len(files), time.perf_counter() - start)
     results["scan_vs_decode"] = results["scan_per_s"] / results["decode_only_per_s"]
     results["flagged"] = summary.flagged
@@ -133,13 +142,18 @@ def main() -> int:
     print(f"{len(files)} avatars (400x400 JPEG q85), {threads} threads, batch {args.batch_size}")
     print(f"  decode only        {results['decode_only_per_s']:8.1f} images/s")
     print(f"  face detector only {results['detector_only_per_s']:8.1f} images/s")
-    print(f"  full scan          {results['scan_per_s']:8.1f} images/s  ({results['scan_vs_decode']:.3f} of decode-only)")
+    print(
+        f"  full scan          {results['scan_per_s']:8.1f} images/s  "
+        f"({results['scan_vs_decode']:.3f} of decode-only)"
+    )
     memory = [int(s) for s in args.memory.split(",") if s]
     if memory:
         results["memory"] = [peak_memory_of_scan(args.workdir / "avatars", size, files) for size in memory]
         for row in results["memory"]:
-            print(f"  peak memory, {row['files']:6d} files: {row['peak_rss_mib']:7.1f} MiB "
-                  f"({row['images_per_s']} images/s in a fresh process)")
+            print(
+                f"  peak memory, {row['files']:6d} files: {row['peak_rss_mib']:7.1f} MiB "
+                f"({row['images_per_s']} images/s in a fresh process)"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

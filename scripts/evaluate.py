@@ -1,6 +1,7 @@
 """Evaluate a model by the protocol of DESIGN.md on any folder tree of ``real/`` and ``fake/`` images.
 
-    python scripts/evaluate.py DATA [--weights models/gan-face-v1.json] [--conditions clean,avatar,laundered,cropped]
+    python scripts/evaluate.py DATA [--weights models/gan-face-v1.json]
+        [--conditions clean,avatar,laundered,cropped]
         [--json results.json] [--threshold T]
 
 For each condition (clean; avatar: centre square, 400 px, JPEG 85; laundered: random size and JPEG quality;
@@ -17,9 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-from gan_face.datasets import index_tree
 from gan_face.detector import Detector
-from gan_face.evaluation import CONDITIONS, evaluation_report, format_table, save_rows, score_samples
+from gan_face.training.conditions import CONDITIONS
+from gan_face.training.datasets import index_tree
+from gan_face.training.metrics import evaluation_report, format_table
+from gan_face.training.scoring import save_rows, score_samples
 
 COLUMNS = ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fpr_at_threshold", "ece"]
 
@@ -28,12 +31,20 @@ def markdown_tables(report: dict, threshold: float) -> str:
     """Per condition: fused metrics per source and generator, then each check's AUC alone."""
     lines = []
     for condition, result in report.items():
-        lines += [f"**{condition}** (threshold {threshold:.4f}; no face found in {result['no_face_rate']:.1%})", "",
-                  "| group | n real | n fake | AUC | TPR@1%FPR | TPR@0.1%FPR | FPR@thr | ECE |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for group, m in {**result["by_source"], **{f"generator {k}": v for k, v in result["by_generator"].items()}}.items():
-            lines.append(f"| {group} | {m['n_real']} | {m['n_fake']} | {m['auc']:.4f} | {m['tpr_at_1pct_fpr']:.4f} | "
-                         f"{m['tpr_at_0.1pct_fpr']:.4f} | {m['fpr_at_threshold']:.4f} | {m['ece']:.4f} |")
+        lines += [
+            f"**{condition}** (threshold {threshold:.4f}; no face found in {result['no_face_rate']:.1%})",
+            "",
+            "| group | n real | n fake | AUC | TPR@1%FPR | TPR@0.1%FPR | FPR@thr | ECE |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for group, m in {
+            **result["by_source"],
+            **{f"generator {k}": v for k, v in result["by_generator"].items()},
+        }.items():
+            lines.append(
+                f"| {group} | {m['n_real']} | {m['n_fake']} | {m['auc']:.4f} | {m['tpr_at_1pct_fpr']:.4f} | "
+                f"{m['tpr_at_0.1pct_fpr']:.4f} | {m['fpr_at_threshold']:.4f} | {m['ece']:.4f} |"
+            )
         checks = result["check_auc"]
         groups = list(next(iter(checks.values())))
         lines += ["", "| check alone (AUC) | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]

@@ -4,9 +4,10 @@
 
 Measures every check's raw features on the training sources only (never the held-out ones), under the clean,
 avatar, laundered and cropped conditions, fits one logistic model per check (features standardised, classes
-weighted equally, each weight held to the direction the check's module allows) and writes the weights beside the checks. Landmarks come from the face cache and are moved
-with each condition, as in training. Prints each check's AUC per source and condition on what it was fitted on;
-the honest numbers come from scripts/evaluate.py on held-out sources.
+weighted equally, each weight held to the direction the check's module allows) and writes the weights beside
+the checks. Landmarks come from the face cache and are moved with each condition, as in training. Prints each
+check's AUC per source and condition on what it was fitted on; the honest numbers come from scripts/evaluate.py
+on held-out sources.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from sklearn.metrics import roc_auc_score
 
 from gan_face.align import Face, FaceAligner, Landmarks
 from gan_face.checks import background, spectrum, symmetry
-from gan_face.checks._weights import LinearEvidence
-from gan_face.datasets import index_tree
-from gan_face.evaluation import CONDITIONS, condition_with_transform
-from gan_face.facecache import detect_cached
-from gan_face.fusion import fit_logistic
 from gan_face.io import load_image
-from gan_face.train import DEFAULT_HOLDOUT  # the same split as the CNN
+from gan_face.training.conditions import CONDITIONS, condition_with_transform
+from gan_face.training.datasets import index_tree
+from gan_face.training.facecache import detect_cached
+from gan_face.training.fitting import fit_linear_evidence
+from gan_face.training.splits import DEFAULT_HOLDOUT  # the same split as the CNN
 
 
 def _spectrum(image, face):
@@ -77,8 +77,18 @@ def measure(args, holdout: set[str]) -> list[tuple]:
     if args.rows_out:
         with open(args.rows_out, "w") as handle:
             for name, features, label, source, condition in rows:
-                handle.write(json.dumps({"check": name, "features": features, "label": label, "source": source,
-                                         "condition": condition}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "check": name,
+                            "features": features,
+                            "label": label,
+                            "source": source,
+                            "condition": condition,
+                        }
+                    )
+                    + "\n"
+                )
     return rows
 
 
@@ -109,9 +119,8 @@ def main() -> int:
         usable = [r for r in rows if r[0] == name and r[1] is not None]
         x = np.array([[r[1][f] for f in feature_names] for r in usable])
         y = np.array([r[2] for r in usable])
-        centers, scales = x.mean(axis=0), x.std(axis=0) + 1e-9
-        coefficients, intercept = fit_logistic((x - centers) / scales, y, module.SIGNS)
-        evidence = LinearEvidence(tuple(feature_names), centers, scales, coefficients, intercept)
+        evidence = fit_linear_evidence(feature_names, x, y, module.SIGNS)
+        coefficients = evidence.weights
         fitted[name] = evidence.to_dict()
         scores = np.array([evidence.score(r[1]) for r in usable])
         print(f"\n{name}: {len(usable)} measurements ({sum(r[1] is None for r in rows if r[0] == name)} declined)")

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_face.datasets import index_tree, manifest_digest
+from gan_face.card import ModelCard
 from gan_face.detector import Detector
-from gan_face.evaluation import format_table, group_metrics, load_rows, save_rows, score_samples
-from gan_face.fusion import fit_on_rows
+from gan_face.training.datasets import index_tree, manifest_digest
+from gan_face.training.fitting import fit_on_rows
+from gan_face.training.metrics import format_table, group_metrics
+from gan_face.training.scoring import load_rows, save_rows, score_samples
 
 
 def main() -> int:
@@ -33,8 +35,11 @@ def main() -> int:
     parser.add_argument("--max-fpr", type=float, default=0.01)
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--from-rows", type=Path, help="fit from rows saved by --save-rows with this card's CNN")
-    parser.add_argument("--features", help="comma-separated evidence to fuse (default: every check the detector "
-                        "runs); the others are still reported, with no weight")
+    parser.add_argument(
+        "--features",
+        help="comma-separated evidence to fuse (default: every check the detector "
+        "runs); the others are still reported, with no weight",
+    )
     args = parser.parse_args()
 
     samples = index_tree(args.data)
@@ -49,8 +54,9 @@ def main() -> int:
         rows = score_samples(Detector(weights=args.card), samples, conditions)
     if args.save_rows:
         save_rows(rows, args.save_rows)
-    fusion, threshold = fit_on_rows(rows, max_fpr=args.max_fpr,
-                                    features=args.features.split(",") if args.features else None)
+    fusion, threshold = fit_on_rows(
+        rows, max_fpr=args.max_fpr, features=args.features.split(",") if args.features else None
+    )
     labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
     sources = np.array([r["sample"].source for r in rows])
@@ -58,20 +64,19 @@ def main() -> int:
     print(format_table(report, ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "fpr_at_threshold", "ece"]))
     print("fusion:", json.dumps(fusion.to_dict()), "threshold:", threshold)
 
-    card_path = Path(args.card)
-    card = json.loads(card_path.read_text())
-    card["fusion"] = fusion.to_dict()
-    card["threshold"] = threshold  # unrounded: rounding down could flag one more real photo
-    card["fusion_fit"] = {
-        "data_manifest_sha256": manifest_digest([args.data]),
-        "sources": sorted({s.source for s in samples}),
-        "conditions": conditions,
-        "features": list(fusion.features),
-        "max_fpr": args.max_fpr,
-        "metrics": report,
-    }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {card_path}")
+    card = ModelCard.load(args.card)
+    card = card.replace(fusion=fusion, threshold=threshold).with_sections(
+        fusion_fit={
+            "data_manifest_sha256": manifest_digest([args.data]),
+            "sources": sorted({s.source for s in samples}),
+            "conditions": conditions,
+            "features": list(fusion.features),
+            "max_fpr": args.max_fpr,
+            "metrics": report,
+        }
+    )
+    card.save(args.card)
+    print(f"wrote {args.card}")
     return 0
 
 

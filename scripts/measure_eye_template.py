@@ -16,9 +16,9 @@ from sklearn.covariance import MinCovDet
 
 from gan_face.align import FaceAligner
 from gan_face.checks.eyes import GEOMETRY_NAMES, face_geometry
-from gan_face.datasets import index_tree
-from gan_face.facecache import detect_cached
 from gan_face.io import load_image
+from gan_face.training.datasets import index_tree
+from gan_face.training.facecache import detect_cached
 
 
 def main() -> int:

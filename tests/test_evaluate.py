@@ -10,7 +10,8 @@ from PIL import Image
 
 from gan_face.align import FaceAligner, align_face
 from gan_face.checks.eyes import TEMPLATE_MEAN
-from gan_face.evaluation import CONDITIONS, apply_condition, condition_with_transform, metrics, tpr_at_fpr
+from gan_face.training.conditions import CONDITIONS, apply_condition, condition_with_transform
+from gan_face.training.metrics import metrics, tpr_at_fpr
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 
@@ -24,19 +25,29 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def tiny_tree(tmp_path_factory, astronaut):
-    """real/: the astronaut framed by a person (several crops); fake/: her face re-framed on the StyleGAN template."""
+    """real/: the astronaut framed by a person (several crops); fake/: her face re-framed on the StyleGAN
+    template."""
     root = tmp_path_factory.mktemp("tree")
     face = FaceAligner().detect(astronaut)[0]
     eyes_and_mouth = TEMPLATE_MEAN.reshape(3, 2)
     # a 5-point template for align_face that puts eyes and mouth where StyleGAN does
-    template = np.array([eyes_and_mouth[0], eyes_and_mouth[1], (eyes_and_mouth[0] + eyes_and_mouth[2]) / 2,
-                         eyes_and_mouth[2] - [0.06, 0], eyes_and_mouth[2] + [0.06, 0]])
+    template = np.array(
+        [
+            eyes_and_mouth[0],
+            eyes_and_mouth[1],
+            (eyes_and_mouth[0] + eyes_and_mouth[2]) / 2,
+            eyes_and_mouth[2] - [0.06, 0],
+            eyes_and_mouth[2] + [0.06, 0],
+        ]
+    )
     for i, side in enumerate((256, 320, 384, 448)):
         fake = align_face(astronaut, face.landmarks, side, template)
         path = root / "fake" / "templated" / f"f{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(fake).save(path)
-    for i, (x0, y0, x1, y1) in enumerate([(0, 0, 512, 512), (80, 0, 400, 360), (100, 20, 380, 300), (40, 0, 460, 420)]):
+    for i, (x0, y0, x1, y1) in enumerate(
+        [(0, 0, 512, 512), (80, 0, 400, 360), (100, 20, 380, 300), (40, 0, 460, 420)]
+    ):
         path = root / "real" / "framed" / f"r{i}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(astronaut[y0:y1, x0:x1]).save(path, quality=90)

@@ -1,11 +1,11 @@
 import numpy as np
 
 from gan_face.align import Face, Landmarks
-from gan_face.checks.eyes import TEMPLATE_MEAN, eye_position_check, template_distance, chi2_6_survival
+from gan_face.checks.eyes import TEMPLATE_MEAN, chi2_6_survival, eye_position_check, template_distance
 
 
 def face_at(eyes_and_mouth: np.ndarray, width: int, height: int) -> Face:
-    (lx, ly), (rx, ry), (mx, my) = (eyes_and_mouth.reshape(3, 2) * [width, height])
+    (lx, ly), (rx, ry), (mx, my) = eyes_and_mouth.reshape(3, 2) * [width, height]
     points = [(lx, ly), (rx, ry), ((lx + rx) / 2, (ly + my) / 2), (mx - 0.05 * width, my), (mx + 0.05 * width, my)]
     return Face((0, 0, width, height), 0.99, Landmarks.from_array(np.array(points)))
 

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from gan_face.evaluation import expected_calibration_error
-from gan_face.fusion import Fusion, fit_fusion, score_logit, threshold_at_fpr
+from gan_face._math import score_logit
+from gan_face.fusion import Fusion
+from gan_face.training.fitting import fit_fusion
+from gan_face.training.metrics import expected_calibration_error, threshold_at_fpr
 
 
 def test_likelihood_rises_with_each_piece_of_evidence():

@@ -3,6 +3,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import broken_files, encode, png_bomb
 from PIL import Image
 
 from gan_face.errors import (
@@ -13,9 +14,8 @@ from gan_face.errors import (
     NotAnImageError,
     UnsupportedInputError,
 )
-from gan_face.io import is_image_candidate, load_image
-
-from conftest import broken_files, encode, png_bomb
+from gan_face.io import load_image
+from gan_face.outputs.files import is_image_candidate
 
 
 def test_every_input_type_gives_the_same_pixels(tmp_path, astronaut):
@@ -23,8 +23,17 @@ def test_every_input_type_gives_the_same_pixels(tmp_path, astronaut):
     Image.fromarray(astronaut).save(path)
     data = path.read_bytes()
     expected = astronaut
-    for source in (str(path), path, data, bytearray(data), memoryview(data), io.BytesIO(data),
-                   Image.open(path), astronaut, open(path, "rb")):
+    for source in (
+        str(path),
+        path,
+        data,
+        bytearray(data),
+        memoryview(data),
+        io.BytesIO(data),
+        Image.open(path),
+        astronaut,
+        open(path, "rb"),
+    ):
         loaded = load_image(source)
         assert loaded.dtype == np.uint8 and loaded.shape == expected.shape
         assert np.array_equal(loaded, expected), type(source)

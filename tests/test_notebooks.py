@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -15,8 +14,9 @@ def execute(name: str) -> None:
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     os.environ["GAN_FACE_DATA"] = str(SHARED_DATA)
-    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and traceback, if a cell fails
 
 

@@ -8,16 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from gan_face.cli import main
-from gan_face.network import NetworkView
+from gan_face.align import Face, Landmarks
 from gan_face.checks.eyes import TEMPLATE_MEAN
+from gan_face.outputs.cli import main
+from gan_face.outputs.network import NetworkView
+from gan_face.result import CheckResult, Verdict
 
 GAN_FACE = os.path.join(os.path.dirname(sys.executable), "gan-face")
 
@@ -33,7 +34,9 @@ def avatars(tmp_path_factory, astronaut):
         crop = astronaut[y0 : y0 + side, x0 : x0 + side]
         if i % 2:
             crop = crop[:, ::-1]
-        Image.fromarray(np.ascontiguousarray(crop)).resize((200 + 8 * i, 200 + 8 * i)).save(folder / f"a{i:02d}.jpg", quality=88)
+        Image.fromarray(np.ascontiguousarray(crop)).resize((200 + 8 * i, 200 + 8 * i)).save(
+            folder / f"a{i:02d}.jpg", quality=88
+        )
     (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return folder
 
@@ -86,18 +89,38 @@ def test_html_report_renders_in_headless_chromium(avatars, tmp_path):
     out = tmp_path / "report.html"
     assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q", "--summary"]).exit_code == 1
     shot = tmp_path / "report.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120
+    )
     assert "25 shown" in dom.stdout  # the page's script ran: sorted and counted the cards
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,1600", out.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,1600", out.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[0] >= 1000 and image.std() > 20  # a page with pictures, not a blank one
     keep = os.environ.get("GAN_FACE_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def _avatar(synthetic: bool, left_eye, right_eye, mouth, eyes_score: float, size=(512, 512)) -> Verdict:
+    landmarks = Landmarks(tuple(left_eye), tuple(right_eye), (256.0, 300.0), tuple(mouth[0]), tuple(mouth[1]))
+    checks = {"eyes": CheckResult("eyes", eyes_score, "")}
+    face = Face((0.0, 0.0, 1.0, 1.0), 0.99, landmarks)
+    return Verdict(0.99 if synthetic else 0.01, 0.5, "ok", face, checks, image_size=size)
 
 
 def test_network_view_stacks_template_faces():
@@ -106,17 +129,13 @@ def test_network_view_stacks_template_faces():
     eyes = TEMPLATE_MEAN.reshape(3, 2)[:2] * [width, height]
     rng = np.random.default_rng(1)
     for i in range(6):  # six GAN avatars on the template, a little jitter
-        jitter = rng.normal(0, 1.5, size=(2, 2))
-        le, re = eyes + jitter
-        face = {"box": [0, 0, 1, 1], "landmarks": {"left_eye": list(le), "right_eye": list(re),
-                                                     "mouth_left": [230, 370], "mouth_right": [285, 370]}}
-        view.add(f"gan{i}.jpg", np.full((64, 64, 3), 100, np.uint8),
-                 {"synthetic": True, "face": face, "image_size": [width, height], "check_eyes": 0.5})
+        le, re = eyes + rng.normal(0, 1.5, size=(2, 2))
+        verdict = _avatar(True, le, re, [(230, 370), (285, 370)], 0.5)
+        view.add(f"gan{i}.jpg", verdict, np.full((64, 64, 3), 100, np.uint8))
     for i in range(4):  # four people framed their own way
         x = 150 + 40 * i
-        face = {"box": [0, 0, 1, 1], "landmarks": {"left_eye": [x, 200 + 15 * i], "right_eye": [x + 90, 205 + 15 * i],
-                                                     "mouth_left": [x + 10, 320], "mouth_right": [x + 80, 320]}}
-        view.add(f"real{i}.jpg", None, {"synthetic": False, "face": face, "image_size": [width, height], "check_eyes": 0.0})
+        verdict = _avatar(False, (x, 200 + 15 * i), (x + 90, 205 + 15 * i), [(x + 10, 320), (x + 80, 320)], 0.0)
+        view.add(f"real{i}.jpg", verdict)
     summary = view.summary()
     assert summary["on_template"] == 6 and summary["on_template_share"] == 0.6
     (group,) = summary["groups"]

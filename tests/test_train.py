@@ -2,12 +2,16 @@
 
 import numpy as np
 
-from gan_face.datasets import Sample
-from gan_face.train import source_balanced_weights, split_by_identity
+from gan_face.training.datasets import Sample
+from gan_face.training.loop import source_balanced_weights
+from gan_face.training.splits import split_by_identity
 
 
 def samples(source: str, label: int, n: int) -> list[Sample]:
-    return [Sample(f"/d/{source}/{i}.jpg", label, source, "gan" if label else "real", f"{source}/{i}") for i in range(n)]
+    return [
+        Sample(f"/d/{source}/{i}.jpg", label, source, "gan" if label else "real", f"{source}/{i}")
+        for i in range(n)
+    ]
 
 
 def test_classes_get_half_the_mass_and_emphasis_shifts_it_within_a_class():

@@ -14,7 +14,7 @@ onto a square canvas, so any mix of sizes and aspect ratios batches together, th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,6 +38,25 @@ CROP_TEMPLATE = np.array(
     ],
     dtype=np.float64,
 )
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How faces are searched for; stored in every model card, because the CNN learnt on crops found this way.
+
+    ``detect_size`` is the longer side of the copy MTCNN sees (smaller is faster; faces smaller than
+    ``min_face_size / detect_size`` of the longer side are missed, which suits avatars, not crowd photos).
+    """
+
+    detect_size: int = 192
+    min_face_size: int = 24
+
+    def to_dict(self) -> dict[str, int]:
+        return {"detect_size": self.detect_size, "min_face_size": self.min_face_size}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "DetectorSettings":
+        return cls(detect_size=int(data["detect_size"]), min_face_size=int(data["min_face_size"]))  # type: ignore
 
 
 @dataclass(frozen=True)
@@ -92,24 +111,23 @@ class Face:
 class FaceAligner:
     """Finds faces with MTCNN. Reusable and cheap to call; load it once per process.
 
-    ``detect_size`` is the longer side of the copy MTCNN sees (smaller is faster; faces smaller than
-    ``min_face_size / detect_size`` of the longer side are missed, which suits avatars, not crowd photos).
+    ``settings`` (:class:`DetectorSettings`) say at what size and how small a face is searched for.
     """
 
     def __init__(
         self,
+        settings: DetectorSettings = DetectorSettings(),
         *,
-        detect_size: int = 192,
-        min_face_size: int = 24,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         device: str | None = None,
     ) -> None:
         from facenet_pytorch import MTCNN  # heavy import, deferred until a detector is really built
 
-        self.detect_size = int(detect_size)
-        self.min_face_size = int(min_face_size)
+        self.settings = settings
+        self.detect_size = settings.detect_size
+        self.min_face_size = settings.min_face_size
         self._mtcnn = MTCNN(
-            min_face_size=min_face_size, thresholds=list(thresholds), select_largest=True, device=device
+            min_face_size=self.min_face_size, thresholds=list(thresholds), select_largest=True, device=device
         ).eval()
         for stage in ("pnet", "rnet", "onet"):
             setattr(self._mtcnn, stage, _channels_last(getattr(self._mtcnn, stage)))
@@ -187,24 +205,17 @@ def has_other_prominent_face(faces: Sequence[Face], *, min_relative_size: float 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping ``source`` points onto ``target``.
 
-    Umeyama's closed form, without reflection. Returns the ``2 x 3`` matrix ``M`` with ``target ~= M @ [x, y, 1]``.
+    scikit-image's estimate (Umeyama's closed form, no reflection). Returns the ``2 x 3`` matrix ``M`` with
+    ``target ~= M @ [x, y, 1]``.
     """
-    src = np.asarray(source, dtype=np.float64)
-    dst = np.asarray(target, dtype=np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = dst_c.T @ src_c / len(src)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1.0
-    rotation = u @ sign @ vt
-    variance = (src_c**2).sum() / len(src)
-    scale = float((singular * np.diag(sign)).sum() / variance) if variance > 0 else 1.0
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
-    return matrix
+    from skimage.transform import SimilarityTransform
+
+    transform = SimilarityTransform.from_estimate(
+        np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    )
+    if not transform:  # degenerate points (all in one place): no similarity fits them
+        raise ValueError(f"no similarity transform fits these landmarks ({transform})")
+    return transform.params[:2].copy()
 
 
 def align_face(

@@ -13,20 +13,18 @@ normalisation and the crop template (where the landmarks land in the crop).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .align import CROP_TEMPLATE, Face, align_face
-from .checks import CheckResult
-from .fusion import sigmoid
-
-if TYPE_CHECKING:
-    from .model import ModelCard
+from ._math import sigmoid
+from .align import Face, align_face
+from .card import CnnConfig, ModelCard
+from .errors import WeightsError
+from .result import CheckResult
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0's seven stages
 LITE0_STAGES = (
@@ -38,40 +36,6 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class CnnConfig:
-    architecture: str = "efficientnet_lite0"
-    input_size: int = 160
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop_template: tuple[tuple[float, float], ...] = field(
-        default_factory=lambda: tuple(map(tuple, CROP_TEMPLATE.tolist()))  # type: ignore[arg-type]
-    )
-    dropout: float = 0.2
-    #: Score each crop and its mirror image and average the two logits (the model trains with flips). Measured
-    #: on the held-out test half with gan-face-v1: AUC +0.003 to +0.007 per condition, TPR at 1% FPR within
-    #: noise, scanning 25% slower (30 instead of 39 avatars/s), so the shipped card leaves it off.
-    mirror_average: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mean"], data["std"] = list(self.mean), list(self.std)
-        data["crop_template"] = [list(p) for p in self.crop_template]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CnnConfig":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(float(v) for v in known[key])
-        if "crop_template" in known:
-            known["crop_template"] = tuple(tuple(float(v) for v in p) for p in known["crop_template"])
-        return cls(**known)
 
 
 class Conv2dSame(nn.Conv2d):
@@ -194,8 +158,9 @@ def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
     return normalise(unit_batch(crops), config)
 
 
-def crop_logits(model: nn.Module, crops: Sequence[np.ndarray], config: CnnConfig,
-                device: Optional[torch.device] = None) -> np.ndarray:
+def crop_logits(
+    model: nn.Module, crops: Sequence[np.ndarray], config: CnnConfig, device: Optional[torch.device] = None
+) -> np.ndarray:
     """The model's logit for each aligned crop, averaged with its mirror image if the config says so."""
     batch = preprocess(crops, config)
     if device is not None:
@@ -241,7 +206,9 @@ class CnnScorer:
         results = []
         for face in faces:
             if face is None:
-                results.append(CheckResult("cnn", None, "No face found, so the neural network had nothing to judge."))
+                results.append(
+                    CheckResult("cnn", None, "No face found, so the neural network had nothing to judge.")
+                )
                 continue
             logit = float(next(logits))
             probability = sigmoid(logit)
@@ -249,23 +216,36 @@ class CnnScorer:
         return results
 
 
-def load_cnn(card: "ModelCard", device: Optional[str] = None, *, fuse: bool = True) -> CnnScorer:
+def load_cnn(card: ModelCard, device: Optional[str] = None, *, fuse: bool = True) -> CnnScorer:
     """The card's CNN with its weights, loaded without pickle; ``fuse`` folds BatchNorm in (scoring only)."""
-    from .errors import WeightsError
-    from .model import file_sha256, load_state_dict
+    if card.cnn is None:
+        raise WeightsError(f"{card.path}: this model has no CNN")
+    try:
+        model = build_cnn(card.cnn)
+    except ValueError as exc:
+        raise WeightsError(f"{card.path}: malformed CNN config ({exc})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in card.load_state_dict().items()}
+    mismatch = describe_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise WeightsError(
+            f"{card.weights_path}: weights do not fit the card's {card.cnn.architecture} ({mismatch})"
+        )
+    model.load_state_dict(state, strict=True)
+    return CnnScorer(model.fuse_batchnorm() if fuse else model, card.cnn, device)
 
-    assert card.cnn is not None and card.weights_path is not None
-    expected = card.cnn.get("sha256")
-    if expected and file_sha256(card.weights_path) != expected:
-        raise WeightsError(f"{card.weights_path}: does not match the sha256 in its card {card.card_path.name}")
-    try:
-        config = CnnConfig.from_dict(card.cnn["config"])
-        model = build_cnn(config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{card.card_path}: malformed CNN config ({exc!r})") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_dict(card.weights_path).items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{card.weights_path}: weights do not fit the card's {config.architecture} ({exc})") from None
-    return CnnScorer(model.fuse_batchnorm() if fuse else model, config, device)
+
+def describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], examples: int = 3) -> str:
+    """One line saying how ``given`` tensors differ from a model's (empty when they fit), naming a few."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k].shape)} instead of {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for count_of, names in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", shapes)):
+        if names:
+            more = f", and {len(names) - examples} more" if len(names) > examples else ""
+            parts.append(f"{len(names)} tensors {count_of}: {'; '.join(names[:examples])}{more}")
+    return "; ".join(parts)

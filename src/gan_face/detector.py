@@ -1,4 +1,5 @@
-"""The Detector: owns the loaded parts (aligner, CNN, checks, fusion) and scores images one by one or in batches."""
+"""The Detector: owns the loaded parts (aligner, CNN, checks, fusion) and scores images one by one or in
+batches."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Iterable, Iterator, Literal, Optional, Sequence, Union
 import numpy as np
 
 from .align import Face, FaceAligner, has_other_prominent_face
-from .checks import CHECKS, CheckResult, run_checks
+from .card import ModelCard
+from .checks import CHECKS, run_checks
 from .errors import AnalysisError, GanFaceError
 from .io import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from .model import ModelCard, load_model_card
-from .result import Status, Verdict
+from .result import CheckResult, Status, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 MIN_FACE_PIXELS = 40
 #: MTCNN confidences below this are often not faces at all (a pattern, a statue, a cartoon).
 MIN_FACE_CONFIDENCE = 0.95
+#: Images scored together (detection and CNN batches); every batching caller defaults to this.
+DEFAULT_BATCH_SIZE = 32
 
 
 class Detector:
@@ -42,13 +45,13 @@ class Detector:
         threshold: Optional[float] = None,
         max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.card: ModelCard = load_model_card(weights)
+        self.card: ModelCard = ModelCard.load(weights)
         self.threshold = self.card.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         self.max_pixels = max_pixels
         self.device = device
-        self.aligner = FaceAligner(**self.card.detector, device=device)
+        self.aligner = FaceAligner(self.card.detector, device=device)
         self.check_names = tuple(name for name in CHECKS if name != "cnn")
         self.cnn = None
         if self.card.cnn is not None:
@@ -74,7 +77,7 @@ class Detector:
     def score_many(
         self,
         images: Iterable[ImageInput],
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         errors: Literal["raise", "return"] = "raise",
     ) -> Iterator[Union[Verdict, GanFaceError]]:
@@ -106,7 +109,9 @@ class Detector:
                 loaded.append(exc)
         yield from self.score_loaded(loaded)
 
-    def score_loaded(self, loaded: Sequence[Union[np.ndarray, GanFaceError]]) -> list[Union[Verdict, GanFaceError]]:
+    def score_loaded(
+        self, loaded: Sequence[Union[np.ndarray, GanFaceError]]
+    ) -> list[Union[Verdict, GanFaceError]]:
         """Score the arrays among ``loaded`` and keep the errors in their places.
 
         If the batch as a whole fails (an image that trips the face detector or the CNN), each image is scored
@@ -123,8 +128,12 @@ class Detector:
                     verdicts.extend(self.score_arrays([array]))
                 except Exception as exc:  # noqa: BLE001
                     log.warning("analysis failed on image %d of the batch", index, exc_info=True)
-                    verdicts.append(AnalysisError(f"<image {array.shape[1]}x{array.shape[0]}>",
-                                                  f"analysis failed ({type(exc).__name__}: {exc})"))
+                    verdicts.append(
+                        AnalysisError(
+                            f"<image {array.shape[1]}x{array.shape[0]}>",
+                            f"analysis failed ({type(exc).__name__}: {exc})",
+                        )
+                    )
         remaining = iter(verdicts)
         return [next(remaining) if isinstance(item, np.ndarray) else item for item in loaded]
 
@@ -136,8 +145,10 @@ class Detector:
         """
         all_faces = self.aligner.detect_batch(list(images))
         mains = [faces[0] if faces else None for faces in all_faces]
-        pending = [self._check_pool.submit(run_checks, image, face, self.check_names)
-                   for image, face in zip(images, mains)]
+        pending = [
+            self._check_pool.submit(run_checks, image, face, self.check_names)
+            for image, face in zip(images, mains)
+        ]
         cnn_results = self.cnn.score_faces(images, mains) if self.cnn is not None else [None] * len(images)
         return [
             self._verdict(image, faces, cnn, checks.result())
@@ -149,7 +160,11 @@ class Detector:
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="gan-face-checks")
 
     def _verdict(
-        self, image: np.ndarray, faces: list[Face], cnn: Optional[CheckResult], check_results: dict[str, CheckResult]
+        self,
+        image: np.ndarray,
+        faces: list[Face],
+        cnn: Optional[CheckResult],
+        check_results: dict[str, CheckResult],
     ) -> Verdict:
         face = faces[0] if faces else None
         checks: dict[str, CheckResult] = {} if cnn is None else {"cnn": cnn}

@@ -36,9 +36,22 @@ class UnsupportedInputError(ImageLoadError, TypeError):
     """The Python object is not a type or array layout that we accept."""
 
 
-class AnalysisError(ImageLoadError):
-    """The image loaded, but scoring it failed (a bug or an image no part of the pipeline can handle)."""
+class AnalysisError(GanFaceError):
+    """The image loaded, but scoring it failed (a bug, or an image no part of the pipeline can handle)."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
 
 
 class WeightsError(GanFaceError):
     """A weights file or model card is missing, malformed or unsafe to load."""
+
+
+class OutputExistsError(GanFaceError):
+    """A report or model file exists and neither resuming nor overwriting was asked for."""
+
+
+class TrainingDataError(GanFaceError):
+    """The images given for training or fine-tuning cannot support what was asked (too few, no faces, ...)."""

@@ -78,9 +78,7 @@ def _read_bytes(source: object, name: str) -> bytes:
         if not isinstance(data, (bytes, bytearray)):
             raise UnsupportedInputError(name, "file object must be opened in binary mode ('rb')")
         return bytes(data)
-    raise UnsupportedInputError(
-        name, "expected a path, bytes, a binary file object, a PIL image or a numpy array"
-    )
+    raise UnsupportedInputError(name, "expected a path, bytes, a binary file object, a PIL image or a numpy array")
 
 
 def _decode_file(path: Path, name: str, max_pixels: int | None) -> np.ndarray:
@@ -204,35 +202,11 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int | None) -> np.ndar
             raise UnsupportedInputError(name, "float arrays must hold finite values in [0, 1]")
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     else:
-        raise UnsupportedInputError(name, f"unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1])")
+        raise UnsupportedInputError(
+            name, f"unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1])"
+        )
     if array.ndim == 2:
         return _grey_to_rgb(array)
     if array.shape[2] == 4:
         return _composite(array)
     return np.ascontiguousarray(array)
-
-
-#: Names that announce an image. A file with one of these is always scanned (so a broken one is reported);
-#: any other file is scanned only when its content is an image.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
-)
-
-
-def is_image_candidate(path: str | os.PathLike[str]) -> bool:
-    """Whether a file in a folder should be scored: an image by its name or, failing that, by its content.
-
-    Hidden files are skipped. Reading the header only, this costs one small read per file.
-    """
-    path = Path(path)
-    if path.name.startswith("."):
-        return False
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path):
-                return True
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return False

@@ -1,13 +1,42 @@
-"""The frozen result of scoring one image."""
+"""The frozen results: what one check found (:class:`CheckResult`) and the verdict on one image
+(:class:`Verdict`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping, Optional
 
 from .align import Face
-from .checks import CheckResult
+
+#: A rectangle ``(x0, y0, x1, y1)`` in image pixels, with a label a report can print beside it.
+Region = tuple[str, tuple[float, float, float, float]]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check found: a score, a one-line explanation, the regions it looked at, raw measurements."""
+
+    name: str
+    score: Optional[float]
+    explanation: str
+    regions: tuple[Region, ...] = ()
+    details: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.score is not None and not (math.isfinite(self.score) and 0.0 <= self.score <= 1.0):
+            raise ValueError(f"check {self.name!r}: score {self.score} outside [0, 1]")
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "score": None if self.score is None else round(self.score, 6),
+            "explanation": self.explanation,
+            "regions": [{"label": label, "box": [round(v, 1) for v in box]} for label, box in self.regions],
+            "details": {k: round(float(v), 6) for k, v in self.details.items()},
+        }
+
 
 Status = Literal["ok", "no_face", "multiple_faces", "low_quality"]
 STATUSES: tuple[str, ...] = ("ok", "no_face", "multiple_faces", "low_quality")

@@ -5,51 +5,22 @@ face was found. A check that cannot judge the image returns ``score=None`` with 
 fusion then treats that evidence as absent. ``score`` is in [0, 1] and higher means more like a GAN face; it is
 evidence for the fusion, not a calibrated probability on its own.
 
-To add a check: write ``checks/<name>.py`` with a function of that signature and add it to :data:`CHECKS`. The
+To add a check: write ``checks/<name>.py`` with a function of that signature and add it to ``_registry``. The
 fusion picks up every check named in the model card, the CLI writes a ``check_<name>`` column for each.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
 import numpy as np
 
 from ..align import Face
-
-#: A rectangle ``(x0, y0, x1, y1)`` in image pixels, with a label a report can print beside it.
-Region = tuple[str, tuple[float, float, float, float]]
+from ..result import CheckResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What one check found: a score, a one-line explanation, the regions it looked at, raw measurements."""
-
-    name: str
-    score: Optional[float]
-    explanation: str
-    regions: tuple[Region, ...] = ()
-    details: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-
-    def __post_init__(self) -> None:
-        if self.score is not None and not (math.isfinite(self.score) and 0.0 <= self.score <= 1.0):
-            raise ValueError(f"check {self.name!r}: score {self.score} outside [0, 1]")
-        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "score": None if self.score is None else round(self.score, 6),
-            "explanation": self.explanation,
-            "regions": [{"label": label, "box": [round(v, 1) for v in box]} for label, box in self.regions],
-            "details": {k: round(float(v), 6) for k, v in self.details.items()},
-        }
-
 
 Check = Callable[[np.ndarray, Optional[Face]], CheckResult]
 

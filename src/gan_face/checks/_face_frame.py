@@ -80,9 +80,6 @@ def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-
-
-
 def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean over a ``(2r+1)`` square window (borders reflected), by cumulative sums: cost independent of ``r``."""
     padded = np.pad(values, radius + 1, mode="reflect")

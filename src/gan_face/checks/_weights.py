@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..fusion import sigmoid
+from .._math import sigmoid
 
 
 @dataclass(frozen=True)

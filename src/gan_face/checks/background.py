@@ -34,21 +34,27 @@ from skimage.feature import canny
 from skimage.transform import probabilistic_hough_line
 
 from ..align import Face
-from . import CheckResult
-from ._weights import check_weights
+from ..result import CheckResult
 from ._face_frame import FaceFrame, box_blur, to_grey
+from ._weights import check_weights
 
 FEATURES = (
-    "texture", "edge_density", "coherence_small", "coherence_large", "blobs", "relative_texture", "straight_lines",
+    "texture",
+    "edge_density",
+    "coherence_small",
+    "coherence_large",
+    "blobs",
+    "relative_texture",
+    "straight_lines",
 )
 #: Direction each measurement may push the score when fitted: blank (less texture, fewer edges), incoherent
-#: (less orientation coherence), blobby, smeared relative to the face, and without straight lines all point to a GAN.
+#: (less orientation coherence), blobby, smeared relative to the face, and without straight lines all point to a
+#: GAN.
 SIGNS = ("-", "-", "-", "-", "+", "-", "-")
 WORK_UNIT = 20.0  # the working copy is scaled so the interocular distance is this many pixels
 MIN_BACKGROUND_SHARE = 0.15  # less background than this (a tight crop) is too little to judge
 STRAIGHT_SCENE = 2.5  # straight-line length at which a person will see walls, frames or furniture
 MIN_LINE = 0.5  # shortest straight edge counted, in interocular distances
-
 
 
 def face_coordinates(shape: tuple[int, int], frame: FaceFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +86,13 @@ def background_features(image: np.ndarray, face: Face) -> Optional[dict[str, flo
     small = Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0)
     sharp_grey = to_grey(np.asarray(small))
     grey = to_grey(np.asarray(small.filter(ImageFilter.GaussianBlur(0.7))))
-    work_frame = FaceFrame(frame.origin * [size[0] / width, size[1] / height], frame.x_axis, frame.y_axis,
-                           frame.unit * scale, frame.yaw)
+    work_frame = FaceFrame(
+        frame.origin * [size[0] / width, size[1] / height],
+        frame.x_axis,
+        frame.y_axis,
+        frame.unit * scale,
+        frame.yaw,
+    )
     u, v = face_coordinates(grey.shape, work_frame)
     mask = background_mask(u, v)
     inner_face = face_mask(u, v)
@@ -107,8 +118,9 @@ def _straight_line_length(grey: np.ndarray, mask: np.ndarray, unit: float) -> fl
     edges = canny(grey, sigma=1.0, low_threshold=4.0, high_threshold=10.0) & mask
     if not edges.any():
         return 0.0
-    segments = probabilistic_hough_line(edges, threshold=10, line_length=max(3, round(MIN_LINE * unit)),
-                                        line_gap=1, rng=0)  # fixed seed: the same image always scores the same
+    segments = probabilistic_hough_line(
+        edges, threshold=10, line_length=max(3, round(MIN_LINE * unit)), line_gap=1, rng=0
+    )  # fixed seed: the same image always scores the same
     length = sum(float(np.hypot(x1 - x0, y1 - y0)) for (x0, y0), (x1, y1) in segments)
     return length / float(np.sqrt(mask.sum()))
 
@@ -147,16 +159,22 @@ def background_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
     if features["edge_density"] < 0.02:
         seen = "The background is blank (almost no texture or edges)"
     elif features["straight_lines"] >= STRAIGHT_SCENE:
-        seen = "The background has long straight edges that continue (walls, frames, furniture), as in a real scene"
+        seen = (
+            "The background has long straight edges that continue (walls, frames, furniture), as in a real scene"
+        )
     elif features["coherence_large"] < 0.35:
         seen = "The background is full of smeared structures that do not continue"
     else:
         seen = "The background has few long straight edges (rooms, windows and streets have many)"
     explanation = seen + (
-        ": leans towards a GAN face, weakly (studio backdrops look alike)." if score >= 0.5
+        ": leans towards a GAN face, weakly (studio backdrops look alike)."
+        if score >= 0.5
         else ": leans towards a real photo, weakly."
     )
     frame = FaceFrame.of(face)
     height, width = image.shape[:2]
-    regions = (("face and hair (excluded)", frame.box(0.0, -0.05, 1.7)), ("frame", (0.0, 0.0, float(width), float(height))))
+    regions = (
+        ("face and hair (excluded)", frame.box(0.0, -0.05, 1.7)),
+        ("frame", (0.0, 0.0, float(width), float(height))),
+    )
     return CheckResult("background", score, explanation, regions, features)

@@ -26,11 +26,11 @@ from typing import Optional
 
 import numpy as np
 
+from .._math import sigmoid
 from ..align import Face
-from . import CheckResult
-from ._weights import check_weights
-from ..fusion import sigmoid
+from ..result import CheckResult
 from ._face_frame import FaceFrame, to_grey
+from ._weights import check_weights
 
 FEATURES = ("periodic_peaks", "slope", "curvature", "high_share")
 #: Direction each measurement may push the score when fitted: periodic peaks and excess high-frequency power
@@ -43,7 +43,6 @@ PEAK_THRESHOLD = 2.5
 PEAK_WEIGHT = 2.0
 MIN_SIDE = 48
 MAX_SIDE = 512  # larger faces: the central part at native resolution is enough (and faster)
-
 
 
 def face_square(image: np.ndarray, face: Face) -> Optional[np.ndarray]:
@@ -93,8 +92,19 @@ def spectrum_features(grey: np.ndarray) -> dict[str, float]:
         return float(log_power[np.ix_(rows, cols)].max() - ring_median(float(np.hypot(fx, fy))))
 
     # a 2- or 4-pixel period (upsampling) against the odd multiples of 1/8 that only a JPEG block grid makes
-    upsampling = max(prominence(fx, fy) for fx, fy in
-                     ((0.25, 0), (0, 0.25), (0.5, 0), (0, 0.5), (0.25, 0.25), (0.5, 0.5), (0.5, 0.25), (0.25, 0.5)))
+    upsampling = max(
+        prominence(fx, fy)
+        for fx, fy in (
+            (0.25, 0),
+            (0, 0.25),
+            (0.5, 0),
+            (0, 0.5),
+            (0.25, 0.25),
+            (0.5, 0.5),
+            (0.5, 0.25),
+            (0.25, 0.5),
+        )
+    )
     jpeg_grid = max(prominence(fx, fy) for fx, fy in ((0.125, 0), (0, 0.125), (0.375, 0), (0, 0.375)))
 
     # azimuthal average of the log power over the upper half of the frequencies
@@ -122,13 +132,17 @@ def spectrum_check(image: np.ndarray, face: Optional[Face]) -> CheckResult:
         grey = face_square(image, face)
         where = "the face"
     if grey is None:
-        return CheckResult("spectrum", None, f"The image is too small at this resolution for a spectral reading of {where}.")
+        return CheckResult(
+            "spectrum", None, f"The image is too small at this resolution for a spectral reading of {where}."
+        )
     features = spectrum_features(grey)
     evidence = check_weights("spectrum")
     peak_term = PEAK_WEIGHT * max(0.0, features["periodic_peaks"] - PEAK_THRESHOLD)
     score = sigmoid(evidence.intercept + float(evidence.terms(features).sum()) + peak_term)
     if features["periodic_peaks"] > PEAK_THRESHOLD:
-        explanation = f"Periodic peaks in the spectrum of {where}: traces of upsampling layers (or a resampling grid)."
+        explanation = (
+            f"Periodic peaks in the spectrum of {where}: traces of upsampling layers (or a resampling grid)."
+        )
     elif score >= 0.65:
         explanation = f"The fine detail of {where} falls off the way generated images do (or it was resized)."
     elif score >= 0.5:

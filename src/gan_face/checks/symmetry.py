@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 from ..align import Face
-from . import CheckResult
-from ._weights import check_weights
+from ..result import CheckResult
 from ._face_frame import FaceFrame, correlation, gradient_magnitude, sample_patch, to_grey
+from ._weights import check_weights
 
 FEATURES = ("iris_colour", "highlight_offset", "highlight_strength", "eye_region", "ears", "halves")
 #: Direction each measurement may push the score when fitted: more asymmetry never makes a face more real.
@@ -40,7 +40,6 @@ SIGNS = ("+", "+", "+", "+", "+", "+")
 MAX_YAW = 0.35
 EYE_HALF = 0.26  # eye patch: half-width in interocular distances
 EYE_SIZE = 32
-
 
 
 def symmetry_features(image: np.ndarray, face: Face) -> Optional[dict[str, float]]:

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .align import Face, FaceAligner, Landmarks
-from .errors import ImageLoadError
-from .io import load_image
+from ..align import Face, FaceAligner, Landmarks
+from ..errors import ImageLoadError
+from ..io import load_image
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def detect_cached(
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, list[Face] | None]:
-    """Faces of each path (main face first; ``None`` where the file did not load), computing only what is missing."""
+    """Faces of each path (main face first; ``None`` where the file did not load), computing only what is
+    missing."""
     target = cache_file(cache_dir, aligner)
     target.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, list[Face] | None] = {}
@@ -63,9 +64,10 @@ def detect_cached(
         log.info("detecting faces in %d of %d files (cache: %s)", len(missing), len(paths), target)
         from tqdm import tqdm
 
-        with open(target, "a", encoding="utf-8") as out, tqdm(
-            total=len(missing), disable=not progress, desc="faces", unit="img"
-        ) as bar:
+        with (
+            open(target, "a", encoding="utf-8") as out,
+            tqdm(total=len(missing), disable=not progress, desc="faces", unit="img") as bar,
+        ):
             for start in range(0, len(missing), batch_size):
                 chunk = missing[start : start + batch_size]
                 images, loaded = [], []
@@ -83,4 +85,3 @@ def detect_cached(
                 out.flush()
                 bar.update(len(chunk))
     return {path: known[keys[path]] for path in paths}
-

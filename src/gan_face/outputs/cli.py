@@ -1,4 +1,4 @@
-"""The ``gan-face`` command: argument parsing and printing only; the work is done in ``scan`` and ``train``."""
+"""The ``gan-face`` command: argument parsing and printing only; the work is done in ``scan`` and ``training``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Optional
 
 import click
 
-from . import __version__
-from .errors import GanFaceError
-from .io import DEFAULT_MAX_PIXELS
+from .. import __version__
+from ..detector import DEFAULT_BATCH_SIZE
+from ..errors import GanFaceError, OutputExistsError
+from ..io import DEFAULT_MAX_PIXELS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,18 +25,49 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Report file: .csv, .jsonl or .html (default: CSV on stdout).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "html"]), help="Report format (default: from -o's suffix).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Report file: .csv, .jsonl or .html (default: CSV on stdout).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "html"]),
+    help="Report format (default: from -o's suffix).",
+)
 @click.option("-r", "--recursive", is_flag=True, help="Also scan the subfolders of folders.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's).")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="A fine-tuned model (.safetensors or its .json card).")
+@click.option(
+    "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A fine-tuned model (.safetensors or its .json card).",
+)
 @click.option("--device", default=None, help="torch device, e.g. cuda (default: cpu).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan: skip the files already in the report.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report (only once the new scan has finished).")
-@click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1), help="Refuse larger images (decompression bombs).")
-@click.option("--summary", is_flag=True, help="Print the network view (shared eye positions, landmark groups); with -o also save the mean faces as <out>.network.png.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing report (only once the new scan has finished)."
+)
+@click.option(
+    "--max-pixels",
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Refuse larger images (decompression bombs).",
+)
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="Print the network view (shared eye positions, landmark groups); with -o also save the mean faces "
+    "as <out>.network.png.",
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def scan(
     paths: tuple[str, ...],
@@ -58,10 +90,11 @@ def scan(
     Exit status: 0 when every file was scored, 1 when some could not be read (their rows hold the error),
     2 on bad usage.
     """
-    from .detector import Detector
+    from .._runtime import tune_allocator
+    from ..detector import Detector
+    from .files import collect_files
     from .network import NetworkView
-    from .scan import OutputExistsError, collect_files, format_for, run_scan
-    from ._runtime import tune_allocator
+    from .scan import format_for, run_scan
 
     tune_allocator()  # a command, not a library import: faster CNN batches on glibc machines
 
@@ -116,14 +149,51 @@ def scan(
 
 
 @main.command()
-@click.option("--real", "real_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of real photos (read recursively).")
-@click.option("--fake", "fake_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of the new generator's faces (read recursively).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the fine-tuned weights (.safetensors; the card goes beside it as .json).")
-@click.option("--base", default="default", show_default=True, help="Model to start from: 'default' (shipped) or a .safetensors/.json path.")
+@click.option(
+    "--real",
+    "real_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of real photos (read recursively).",
+)
+@click.option(
+    "--fake",
+    "fake_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the new generator's faces (read recursively).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the fine-tuned weights (.safetensors; the card goes beside it as .json).",
+)
+@click.option(
+    "--base",
+    default="default",
+    show_default=True,
+    help="Model to start from: 'default' (shipped) or a .safetensors/.json path.",
+)
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 100))
-@click.option("--val-fraction", default=0.3, show_default=True, type=click.FloatRange(0.1, 0.6), help="Share held out: half to refit calibration and threshold, half to report before/after.")
-@click.option("--base-val", type=click.Path(exists=True, file_okay=False), help="The base model's validation tree (real/ and fake/) to check what it keeps.")
-@click.option("--cache", type=click.Path(file_okay=False), help="Cache folder for detections and crops (default: a temporary folder).")
+@click.option(
+    "--val-fraction",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0.1, 0.6),
+    help="Share held out: half to refit calibration and threshold, half to report before/after.",
+)
+@click.option(
+    "--base-val",
+    type=click.Path(exists=True, file_okay=False),
+    help="The base model's validation tree (real/ and fake/) to check what it keeps.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    help="Cache folder for detections and crops (default: a temporary folder).",
+)
 @click.option("--device", default=None, help="torch device for scoring (training runs on the CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, cache, device, overwrite) -> None:
@@ -134,11 +204,12 @@ def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, c
     """
     from pathlib import Path
 
-    from ._runtime import tune_allocator
+    from .._runtime import tune_allocator
 
     tune_allocator()
     try:
-        from .finetune import FinetuneSettings, finetune as run_finetune
+        from ..training.finetune import FinetuneSettings
+        from ..training.finetune import finetune as run_finetune
     except ImportError as exc:
         raise click.ClickException(f"fine-tuning needs the training extras: pip install 'gan-face[train]' ({exc})")
     target = Path(output).with_suffix(".safetensors")
@@ -148,8 +219,14 @@ def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, c
     settings = FinetuneSettings(epochs=epochs, val_fraction=val_fraction)
     try:
         report = run_finetune(
-            real_dir, fake_dir, target, base=None if base == "default" else base, settings=settings,
-            base_validation=base_val, cache_dir=cache, device=device,
+            real_dir,
+            fake_dir,
+            target,
+            base=None if base == "default" else base,
+            settings=settings,
+            base_validation=base_val,
+            cache_dir=cache,
+            device=device,
         )
     except GanFaceError as exc:
         raise click.UsageError(str(exc)) from None
@@ -158,8 +235,10 @@ def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, c
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(report.table())
-    click.echo(f"wrote {target} and {target.with_suffix('.json')} in {report.minutes:.1f} min; "
-               f"use it with: gan-face scan --weights {target} ...")
+    click.echo(
+        f"wrote {target} and {target.with_suffix('.json')} in {report.minutes:.1f} min; "
+        f"use it with: gan-face scan --weights {target} ..."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

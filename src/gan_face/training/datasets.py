@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .io import is_image_candidate
+from ..outputs.files import discover
 
 LABELS = {"real": 0, "fake": 1}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,20 +40,22 @@ def index_tree(root: str | os.PathLike[str]) -> list[Sample]:
         label_dir = root / label_name
         if not label_dir.is_dir():
             continue
-        for path in sorted(p for p in label_dir.rglob("*") if p.is_file()):
-            if path.name == "MANIFEST.csv" or not is_image_candidate(path):
+        found = discover([label_dir], recursive=True)
+        for item in found.files:
+            if item.problem is not None:
+                log.warning("%s: %s", item.path, item.problem)
                 continue
-            relative = path.relative_to(label_dir)
+            relative = Path(item.display)
             folder = relative.parts[0] if len(relative.parts) > 1 else label_name
             source = f"{label_name}/{folder}"
-            row = _manifest(label_dir / folder if len(relative.parts) > 1 else label_dir).get(path.name, {})
+            row = _manifest(label_dir / folder if len(relative.parts) > 1 else label_dir).get(relative.name, {})
             samples.append(
                 Sample(
-                    path=str(path),
+                    path=item.path,
                     label=label,
                     source=source,
                     generator="real" if label == 0 else (row.get("generator") or folder),
-                    identity=f"{source}/{_identity(path.name, row)}",
+                    identity=f"{source}/{_identity(relative.name, row)}",
                 )
             )
     if not samples:

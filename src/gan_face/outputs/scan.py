@@ -19,62 +19,17 @@ from typing import IO, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import GanFaceError
-from .io import is_image_candidate, load_image
+from ..detector import DEFAULT_BATCH_SIZE, Detector
+from ..errors import GanFaceError, ImageNotFoundError, OutputExistsError
+from ..io import load_image
+from .files import InputFile
 from .network import NetworkView
-from .report_html import decode_thumbnail, render_html, thumbnail_b64
-from .report import (
-    CsvRowWriter,
-    JsonlRowWriter,
-    columns_for,
-    error_row,
-    resumable_rows,
-    safe_text,
-    verdict_row,
-)
+from .report import CsvRowWriter, JsonlRowWriter, columns_for, error_row, resumable_rows, verdict_row
+from .report_html import jpeg_b64, make_thumbnail, render_html
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl", "html")
-
-
-class OutputExistsError(GanFaceError):
-    """The report file exists and neither resuming nor overwriting was asked for."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str  # where to read it
-    display: str  # what the report calls it: relative to the folder given, or as given
-
-
-def collect_files(arguments: Sequence[str], *, recursive: bool = False) -> list[InputFile]:
-    """The files to scan, in a stable order: each argument in turn, a folder's images sorted by path.
-
-    Inside a folder, a file is an image by its name or, failing that, by its content (``io.is_image_candidate``);
-    other files (a README, a manifest) are skipped. Rows are named relative to the folder given; when several
-    paths are given, a folder's name as given is kept in front so that names cannot collide. Names that are
-    not valid UTF-8 are shown with backslash escapes.
-    """
-    files: list[InputFile] = []
-    for argument in arguments:
-        if not os.path.isdir(argument):
-            files.append(InputFile(argument, safe_text(argument)))
-            continue
-        root = Path(argument)
-        found = root.rglob("*") if recursive else root.iterdir()
-        for path in sorted(p for p in found if p.is_file() and not _hidden(p.relative_to(root))):
-            if not is_image_candidate(path):
-                log.info("skipping %s: not an image", path)
-                continue
-            relative = path.relative_to(root).as_posix()
-            display = os.path.join(argument, relative) if len(arguments) > 1 else relative
-            files.append(InputFile(str(path), safe_text(display)))
-    return files
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def format_for(output: Optional[str], requested: Optional[str]) -> str:
@@ -127,7 +82,9 @@ class ReportFile:
                 )
         if resume and not self.partial.exists() and self.output.exists():
             if fmt == "html":
-                raise OutputExistsError(f"{self.output}: a finished HTML report cannot be resumed; use --overwrite")
+                raise OutputExistsError(
+                    f"{self.output}: a finished HTML report cannot be resumed; use --overwrite"
+                )
             shutil.copyfile(self.output, self.partial)
         self.handle: IO[str] = open(self.partial, "a+", newline="", encoding="utf-8", errors="backslashreplace")
         try:
@@ -145,7 +102,9 @@ class ReportFile:
                 raise OutputExistsError(f"{self.partial}: {exc}") from None
         self.handle.seek(0)
         self.handle.truncate()
-        self.writer = CsvRowWriter(self.handle, columns) if rows_format == "csv" else JsonlRowWriter(self.handle, columns)
+        self.writer = (
+            CsvRowWriter(self.handle, columns) if rows_format == "csv" else JsonlRowWriter(self.handle, columns)
+        )
         for row in kept:
             self.writer.write(row)
             self.done.add(row["path"])
@@ -166,9 +125,11 @@ class ReportFile:
         self.handle.close()
 
 
-def _load(path: str, max_pixels: Optional[int]) -> Union[np.ndarray, GanFaceError]:
+def _load(item: InputFile, max_pixels: Optional[int]) -> Union[np.ndarray, GanFaceError]:
+    if item.problem is not None:  # discovery already knows it cannot be read
+        return ImageNotFoundError(item.display, item.problem)
     try:
-        return load_image(path, max_pixels=max_pixels)
+        return load_image(item.path, max_pixels=max_pixels)
     except GanFaceError as exc:
         return exc
 
@@ -185,34 +146,37 @@ def decoded_batches(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque = deque()
         for batch in batches[:2]:
-            pending.append((batch, [pool.submit(_load, f.path, max_pixels) for f in batch]))
+            pending.append((batch, [pool.submit(_load, f, max_pixels) for f in batch]))
         next_batch = 2
         while pending:
             batch, futures = pending.popleft()
             if next_batch < len(batches):
                 upcoming = batches[next_batch]
-                pending.append((upcoming, [pool.submit(_load, f.path, max_pixels) for f in upcoming]))
+                pending.append((upcoming, [pool.submit(_load, f, max_pixels) for f in upcoming]))
                 next_batch += 1
             yield batch, [future.result() for future in futures]
 
 
 def run_scan(
-    detector,
+    detector: Detector,
     files: Sequence[InputFile],
     *,
     output: Optional[str],
     fmt: str,
     resume: bool = False,
     overwrite: bool = False,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     network: Optional[NetworkView] = None,
     workers: int = 2,
 ) -> ScanSummary:
     """Score ``files`` with ``detector`` and write one row per file, in input order.
 
-    ``network``, when given, is fed every scored image (for the network view of ``--summary``).
+    ``network``, when given, is fed every scored image (for the network view of ``--summary``); an HTML report
+    builds one for its page if none is given.
     """
+    if fmt == "html" and network is None:
+        network = NetworkView()
     check_names = detector.report_check_names
     columns = columns_for(check_names)
     summary = ScanSummary()
@@ -242,13 +206,11 @@ def run_scan(
                     summary.flagged += bool(result.synthetic)
                     summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
                     row = verdict_row(item.display, result, check_names)
-                    if fmt == "html" or network is not None:
-                        # the network view reads thumbnails, so the page and --summary agree
-                        thumbnail = thumbnail_b64(image)
+                    if network is not None:
+                        thumbnail = make_thumbnail(image)  # one small copy serves the page and the mean faces
+                        network.add(item.display, result, thumbnail)
                         if fmt == "html":
-                            row["thumbnail"] = thumbnail
-                        if network is not None:
-                            network.add(item.display, decode_thumbnail(thumbnail), row)
+                            row["thumbnail"] = jpeg_b64(thumbnail)
                 writer.write(row)
             handle.flush()
             bar.update(len(batch))
@@ -261,9 +223,17 @@ def run_scan(
     if report is not None:
         render = None
         if fmt == "html":
+
             def render(rows: Path, out: Path) -> None:
-                render_html(rows, out, threshold=detector.threshold, model=detector.card.name,
-                            check_names=list(check_names))
+                render_html(
+                    rows,
+                    out,
+                    threshold=detector.threshold,
+                    model=detector.card.name,
+                    check_names=list(check_names),
+                    network=network,
+                )
+
         report.finish(render)
     else:
         handle.flush()

@@ -13,12 +13,13 @@ import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .checks.eyes import TEMPLATE_MEAN
+from ..checks.eyes import TEMPLATE_MEAN
+from ..result import Verdict
 
 #: An eye-check score at or above this means "on the template within StyleGAN's own spread".
 ON_TEMPLATE_SCORE = 0.01
@@ -48,27 +49,26 @@ class NetworkView:
         self._sum_flagged = np.zeros((self.size, self.size, 3), np.float64)
         self._sum_all = np.zeros((self.size, self.size, 3), np.float64)
 
-    def add(self, path: str, image: Optional[np.ndarray], row: Mapping[str, Any]) -> None:
-        """Take one scanned avatar: its (possibly thumbnail) image and its report row (with ``face``)."""
-        if row.get("error"):
-            return
+    def add(self, path: str, verdict: Verdict, thumbnail: Optional[np.ndarray] = None) -> None:
+        """Take one scored avatar: its verdict and, for the mean images, a small copy of it."""
         self.scanned += 1
-        flagged = bool(row.get("synthetic"))
+        flagged = verdict.synthetic
         self.flagged += flagged
-        if image is not None:
-            small = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR), np.float64)
+        if thumbnail is not None:
+            small = np.asarray(
+                Image.fromarray(thumbnail).resize((self.size, self.size), Image.BILINEAR), np.float64
+            )
             self._sum_all += small
             if flagged:
                 self._sum_flagged += small
-        face, size = row.get("face"), row.get("image_size")
-        if not face or not size:
+        if verdict.face is None:
             return
         self.with_face += 1
-        eyes = row.get("check_eyes")
-        self.on_template += eyes is not None and eyes >= ON_TEMPLATE_SCORE
-        lm = face["landmarks"]
-        width, height = size
-        geometry = (np.array([lm["left_eye"], lm["right_eye"]], np.float64) / [width, height]).ravel()
+        eyes = verdict.checks.get("eyes")
+        self.on_template += eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
+        lm = verdict.face.landmarks
+        width, height = verdict.image_size
+        geometry = (np.array([lm.left_eye, lm.right_eye], np.float64) / [width, height]).ravel()
         group = self._find_group(geometry)
         if group is None:
             group = len(self._leaders)
@@ -102,7 +102,8 @@ class NetworkView:
         return np.clip(total / count, 0, 255).astype(np.uint8)
 
     def save_mean_faces(self, path: str) -> bool:
-        """Save the mean of the flagged avatars beside the mean of all, template marked. False if nothing to show."""
+        """Save the mean of the flagged avatars beside the mean of all, template marked; False if nothing to
+        show."""
         means = [m for m in (self.mean_image(True), self.mean_image(False)) if m is not None]
         if not means:
             return False
@@ -142,12 +143,14 @@ class NetworkView:
         s = self.summary()
         lines = [
             f"network view: {s['scanned']} avatars scanned, {s['flagged']} flagged, {s['with_face']} with a face",
-            f"  eyes on the StyleGAN template: {s['on_template']} of {s['with_face']} ({s['on_template_share']:.1%})"
+            f"  eyes on the StyleGAN template: {s['on_template']} of {s['with_face']} "
+            f"({s['on_template_share']:.1%})"
             + ("  <- a coordinated GAN network stacks here" if s["on_template_share"] > 0.2 else ""),
         ]
         for i, group in enumerate(s["groups"], 1):
             lines.append(
-                f"  group {i}: {group['count']} avatars with near-identical eye positions (at {group['left_eye']}, "
+                f"  group {i}: {group['count']} avatars with near-identical eye positions "
+                f"(at {group['left_eye']}, "
                 f"{group['right_eye']}{', the StyleGAN template' if group['on_template'] else ''}), e.g. "
                 + ", ".join(group["examples"][:3])
             )

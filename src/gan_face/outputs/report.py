@@ -13,7 +13,8 @@ import io
 import json
 from typing import IO, Any, Iterable, Mapping, Sequence
 
-from .result import Verdict
+from ..result import Verdict
+from .files import safe_text
 
 BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
 
@@ -123,8 +124,3 @@ def resumable_rows(text: str, fmt: str, columns: Sequence[str]) -> list[dict[str
             if isinstance(row, dict) and row.get("path") and not row.get("error"):
                 kept.append(row)
     return kept
-
-
-def safe_text(text: str) -> str:
-    """``text`` with undecodable bytes of a file name (surrogates) shown as backslash escapes."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

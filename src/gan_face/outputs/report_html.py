@@ -1,0 +1,116 @@
+"""The HTML report: one self-contained page (no network access) for a person who is not an ML specialist.
+
+Flagged images first; each with a thumbnail on which the landmarks (dots) and the StyleGAN eye template (rings)
+are drawn, its likelihood, status and every check's score and explanation; sortable and filterable in the
+browser; the network view on top. Thumbnails are embedded as base64 JPEG. The page's markup is the Jinja
+template ``templates/report.html.j2`` (autoescaped).
+
+The page is rendered at the end of a scan from the JSON-lines rows written during it (the ``.partial`` file),
+holding in memory only each row's likelihood and file offset, so its size, not the scan's, bounds memory. The
+network view is the one the scan built from its verdicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..checks.eyes import TEMPLATE_MEAN
+from .network import NetworkView, draw_template
+
+THUMBNAIL_SIDE = 224
+
+
+def make_thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """A copy of ``image`` whose longer side is at most ``side`` (for the report and the network view)."""
+    pil = Image.fromarray(image)
+    pil.thumbnail((side, side), Image.BILINEAR)
+    return np.asarray(pil)
+
+
+def jpeg_b64(image: np.ndarray, quality: int = 82) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def png_b64(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("gan_face.outputs", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.globals["template_eyes"] = lambda w, h: (TEMPLATE_MEAN.reshape(3, 2)[:2] * [w, h]).tolist()
+    return environment.get_template("report.html.j2")
+
+
+def render_html(
+    rows_path: Path,
+    output: Path,
+    *,
+    threshold: float,
+    model: str,
+    check_names: list[str],
+    network: NetworkView,
+    notes: str = "",
+) -> None:
+    """Render the page from the JSON-lines rows of a scan (read twice: an index, then card by card)."""
+    index = []  # (flagged, likelihood, offset)
+    with open(rows_path, "rb") as handle:
+        offset = handle.tell()
+        for line in iter(handle.readline, b""):
+            row = json.loads(line)
+            likelihood = row.get("likelihood")
+            index.append((bool(row.get("synthetic")), -1.0 if likelihood is None else likelihood, offset))
+            offset = handle.tell()
+    index.sort(key=lambda item: (not item[0], -item[1]))
+
+    def cards(rows) -> Iterator[tuple[int, dict]]:
+        for i, (_, _, row_offset) in enumerate(index):
+            rows.seek(row_offset)
+            row = json.loads(rows.readline())
+            row.setdefault("thumbnail", None)
+            row.setdefault("error", None)
+            row.setdefault("face", None)
+            row.setdefault("explanations", {})
+            row.setdefault("image_size", None)
+            row.setdefault("reason", "")
+            for name in check_names:
+                row.setdefault(f"check_{name}", None)
+            yield i, row
+
+    means = [
+        (title, png_b64(draw_template(mean)))
+        for flagged_only, title in ((True, "mean of the flagged avatars"), (False, "mean of all avatars"))
+        if (mean := network.mean_image(flagged_only)) is not None
+    ]
+    staging = output.with_name(output.name + ".rendering")
+    with open(rows_path, "rb") as rows:
+        _template().stream(
+            n_images=len(index),
+            n_flagged=sum(1 for item in index if item[0]),
+            threshold=threshold,
+            model=model,
+            notes=notes,
+            network=network.summary(),
+            mean_images=means,
+            check_names=check_names,
+            cards=cards(rows),
+        ).dump(str(staging), encoding="utf-8")
+    staging.replace(output)

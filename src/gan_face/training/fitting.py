@@ -1,0 +1,145 @@
+"""Fitting the evidence weights on held-out data: the fusion (all of it, or one refitted term when fine-tuning)
+and its threshold, and the checks that combine several measurements. Needs ``gan-face[train]`` (scipy)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from .._math import score_logit
+from ..checks._weights import LinearEvidence
+from ..fusion import Fusion
+from .metrics import threshold_at_fpr
+
+
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    signs: Optional[Sequence[str]] = None,
+    *,
+    l2: float = 1e-3,
+    offset: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, float]:
+    """Logistic regression with classes weighted equally and optional sign constraints on the weights.
+
+    ``signs[j]`` is ``"+"`` (weight >= 0), ``"-"`` (<= 0) or ``""`` (free). Evidence that by its meaning can only
+    point one way (more asymmetry cannot make a face more real) is held to that direction, so a quirk of the
+    training data cannot invert what a check says. ``offset`` is a fixed per-sample term added to the
+    log-odds (the part of a model that is kept). Needs scipy (``gan-face[train]``).
+    """
+    from scipy.optimize import minimize
+
+    y = np.asarray(y, dtype=np.float64)
+    n, d = x.shape
+    sample_weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = params[:d], params[d]
+        z = x @ w + b + (0.0 if offset is None else offset)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        nll = -(sample_weight * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum()
+        residual = sample_weight * (p - y)
+        gradient = np.r_[x.T @ residual + 2 * l2 * w, residual.sum()]
+        return nll + l2 * float(w @ w), gradient
+
+    bounds = [{"+": (0.0, None), "-": (None, 0.0)}.get(sign, (None, None)) for sign in (signs or [""] * d)]
+    result = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds + [(None, None)])
+    return result.x[:d], float(result.x[d])
+
+
+def fit_fusion(
+    scores: Mapping[str, Sequence[Optional[float]]],
+    labels: Sequence[int],
+) -> Fusion:
+    """Fit the fusion on validation data the CNN did not train on. Needs ``gan-face[train]``.
+
+    ``scores[name][i]`` is check ``name``'s score on image ``i`` (``None`` where it could not judge). Every
+    weight is held non-negative: each check's score means "more GAN-like" by construction, so the fused
+    likelihood can only rise with each piece of evidence.
+    """
+    y = np.asarray(labels, dtype=int)
+    names = tuple(scores)
+    centers, scales, columns = [], [], []
+    for name in names:
+        raw = np.array([np.nan if s is None else score_logit(s) for s in scores[name]], dtype=np.float64)
+        present = ~np.isnan(raw)
+        # a check that never judged one class (or at all) gets a neutral centre and unit scale
+        class_means = [raw[present & (y == label)].mean() for label in (0, 1) if (present & (y == label)).any()]
+        center = float(np.mean(class_means)) if class_means else 0.0
+        scale = float(np.std(raw[present])) if present.sum() > 1 else 1.0
+        scale = scale if scale > 1e-9 else 1.0
+        centers.append(center)
+        scales.append(scale)
+        columns.append(np.where(present, (raw - center) / scale, 0.0))
+    weights, intercept = fit_logistic(np.stack(columns, axis=1), y, ["+"] * len(names))
+    return Fusion(
+        features=names,
+        weights=tuple(float(w) for w in weights),
+        centers=tuple(centers),
+        scales=tuple(scales),
+        intercept=intercept,
+    )
+
+
+def refit_one(fusion: Fusion, name: str, rows: Sequence[Mapping], max_fpr: float = 0.01) -> tuple[Fusion, float]:
+    """Refit only evidence ``name``'s term and the intercept, keeping every other weight of ``fusion``.
+
+    For fine-tuning: only the CNN changed, and a few dozen held-out images can recalibrate one term where
+    refitting every weight would overfit them.
+    """
+    index = fusion.features.index(name)
+    raw = np.array([np.nan if r["scores"].get(name) is None else score_logit(r["scores"][name]) for r in rows])
+    labels = np.array([r["sample"].label for r in rows])
+    present = ~np.isnan(raw)
+    center = float(np.mean([raw[present & (labels == k)].mean() for k in (0, 1)]))
+    scale = float(np.std(raw[present])) or 1.0
+    kept = fusion.contributions  # the other checks' terms stay as they were
+    offset = np.array([sum(v for k, v in kept(r["scores"]).items() if k != name) for r in rows])
+    column = np.where(present, (raw - center) / scale, 0.0)[:, None]
+    (weight,), intercept = fit_logistic(column, labels, ["+"], offset=offset)
+    replace = lambda values, new: tuple(new if i == index else v for i, v in enumerate(values))  # noqa: E731
+    refitted = Fusion(
+        fusion.features,
+        replace(fusion.weights, float(weight)),
+        replace(fusion.centers, center),
+        replace(fusion.scales, scale),
+        intercept,
+    )
+    likelihoods = np.array([refitted.likelihood(r["scores"]) for r in rows])
+    conditions = np.array([r["condition"] for r in rows])
+    threshold = max(
+        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr)
+        for c in dict.fromkeys(conditions)
+    )
+    return refitted, threshold
+
+
+def fit_linear_evidence(
+    features: Sequence[str], x: np.ndarray, y: np.ndarray, signs: Optional[Sequence[str]] = None
+) -> LinearEvidence:
+    """A check's measurements (``x``, one column per feature) into one standardised, sign-constrained score."""
+    centers, scales = x.mean(axis=0), x.std(axis=0) + 1e-9
+    coefficients, intercept = fit_logistic((x - centers) / scales, y, signs)
+    return LinearEvidence(tuple(features), centers, scales, coefficients, intercept)
+
+
+def fit_on_rows(
+    rows: Sequence[Mapping], max_fpr: float = 0.01, features: Optional[Sequence[str]] = None
+) -> tuple[Fusion, float]:
+    """Fusion and threshold from rows of :func:`gan_face.training.scoring.score_samples`.
+
+    ``features`` limits the evidence fused (default: every score in the rows). The threshold is the strictest
+    of the per-condition ones, so at most ``max_fpr`` of the real photos are flagged in every condition
+    (clean files, avatars, laundered, cropped), not merely on average.
+    """
+    names = list(features) if features is not None else list(rows[0]["scores"])
+    labels = np.array([r["sample"].label for r in rows])
+    fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
+    likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
+    conditions = np.array([r["condition"] for r in rows])
+    threshold = max(
+        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr)
+        for c in dict.fromkeys(conditions)
+    )
+    return fusion, threshold

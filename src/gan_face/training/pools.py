@@ -1,0 +1,140 @@
+"""Aligned crops cached on disk ("crop pools"): MTCNN runs once per file (``facecache``) and the augmented crops
+are computed once into a pool (``K`` variants per image), so a training epoch costs only the CNN."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..align import FaceAligner, Landmarks, align_face
+from ..card import CnnConfig
+from ..io import load_image
+from .augment import Augmentation, degrade
+from .conditions import CONDITIONS, condition_with_transform
+from .datasets import Sample
+from .facecache import detect_cached, file_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CropPool:
+    """Aligned crops on disk: ``crops[i, k]`` is variant ``k`` of sample ``i``; ``usable[i]`` if a face was
+    found."""
+
+    samples: list[Sample]
+    crops: np.ndarray  # uint8 memmap, N x K x S x S x 3
+    usable: np.ndarray  # bool, N
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples])
+
+
+def _pool_key(paths: Sequence[str], spec: dict) -> str:
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for path in paths:  # which files, in which version: changed or other files never reuse old crops
+        digest.update(file_key(path).encode())
+    return digest.hexdigest()[:16]
+
+
+def build_pool(
+    samples: Sequence[Sample],
+    cache_dir: str | os.PathLike[str],
+    config: CnnConfig,
+    *,
+    variants: int,
+    make_variant: Callable[[np.ndarray, np.ndarray, int, int], tuple[np.ndarray, np.ndarray]],
+    spec: dict,
+    aligner: Optional[FaceAligner] = None,
+    workers: int = 2,
+) -> CropPool:
+    """Crops of every sample under ``make_variant(image, points, sample_index, k)``, cached under ``cache_dir``.
+
+    ``spec`` describes ``make_variant`` (augmentation settings, seed, conditions) and keys the cache, so a change
+    of recipe never reuses stale crops.
+    """
+    cache_dir = Path(cache_dir)
+    aligner = aligner or FaceAligner()
+    paths = [s.path for s in samples]
+    faces = detect_cached(paths, aligner, cache_dir)
+    # only what shapes the crops: scoring options (normalisation, dropout, mirror averaging) reuse the pool
+    spec = {
+        **spec,
+        "input_size": config.input_size,
+        "crop_template": config.to_dict()["crop_template"],
+        "variants": variants,
+    }
+    key = _pool_key(paths, spec)
+    size = config.input_size
+    data_path, done_path = cache_dir / f"pool_{key}.u8", cache_dir / f"pool_{key}.done.json"
+    shape = (len(samples), variants, size, size, 3)
+    usable = np.array([bool(faces[p]) for p in paths])
+    if done_path.exists():
+        log.info("crop pool %s: reusing %s", key, data_path)
+        return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable)
+    log.info("crop pool %s: %d images x %d variants at %d px", key, len(samples), variants, size)
+    crops = np.memmap(data_path, np.uint8, "w+", shape=shape)
+    jobs = [(i, p, faces[p][0].landmarks.to_array()) for i, p in enumerate(paths) if faces[p]]
+    template = np.asarray(config.crop_template)
+    from tqdm import tqdm
+
+    worker = _PoolWorker(make_variant, variants, size, template)
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            for i, stack in tqdm(pool.imap(worker, jobs, chunksize=8), total=len(jobs), desc="crops", unit="img"):
+                crops[i] = stack
+    else:
+        for job in tqdm(jobs, desc="crops", unit="img"):
+            crops[job[0]] = worker(job)[1]
+    crops.flush()
+    done_path.write_text(json.dumps({"spec": spec, "n": len(samples)}, default=str))
+    return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable)
+
+
+class _PoolWorker:
+    def __init__(self, make_variant, variants: int, size: int, template: np.ndarray) -> None:
+        self.make_variant, self.variants, self.size, self.template = make_variant, variants, size, template
+
+    def __call__(self, job):
+        index, path, points = job
+        torch.set_num_threads(1)
+        image = load_image(path)
+        stack = np.empty((self.variants, self.size, self.size, 3), np.uint8)
+        for k in range(self.variants):
+            degraded, moved = self.make_variant(image, points, index, k)
+            stack[k] = align_face(degraded, Landmarks.from_array(moved), self.size, self.template)
+        return index, stack
+
+
+class TrainVariants:
+    """``make_variant`` for training pools: the random history of :class:`Augmentation`, seeded per image."""
+
+    def __init__(self, aug: Augmentation, seed: int, labels: Sequence[int]) -> None:
+        self.aug, self.seed, self.labels = aug, seed, list(labels)
+
+    def __call__(self, image, points, index, k):
+        rng = np.random.default_rng([self.seed, index, k])
+        return degrade(image, points, rng, self.aug, self.labels[index])
+
+
+class ConditionVariants:
+    """``make_variant`` for validation pools: variant ``k`` is evaluation condition ``conditions[k]``."""
+
+    def __init__(self, conditions: Sequence[str] = CONDITIONS) -> None:
+        self.conditions = tuple(conditions)
+
+    def __call__(self, image, points, index, k):
+        conditioned, matrix = condition_with_transform(image, self.conditions[k], seed=index)
+        moved = points @ matrix[:, :2].T + matrix[:, 2]
+        return conditioned, moved

@@ -1,0 +1,62 @@
+"""Scoring labelled samples with the full pipeline under each condition, and saving those rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Sequence
+
+from ..detector import DEFAULT_BATCH_SIZE, Detector
+from ..io import load_image
+from .conditions import apply_condition
+from .datasets import Sample
+
+
+def score_samples(
+    detector: Detector,
+    samples: Sequence[Sample],
+    conditions: Sequence[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> list[dict]:
+    """Run ``detector`` on every sample under every condition (the full pipeline: detection, CNN, checks).
+
+    Returns one row per (sample, condition): the sample, the condition, the fused likelihood, each check's score
+    and the status. The condition of sample ``i`` is seeded with ``i``, so every model sees the same images.
+    """
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    work = [(i, s, c) for c in conditions for i, s in enumerate(samples)]
+    for start in tqdm(range(0, len(work), batch_size), desc="scoring", unit="batch", disable=not progress):
+        chunk = work[start : start + batch_size]
+        images = [apply_condition(load_image(s.path), c, seed=i) for i, s, c in chunk]
+        for (_, sample, condition), verdict in zip(chunk, detector.score_arrays(images)):
+            rows.append(
+                {
+                    "sample": sample,
+                    "condition": condition,
+                    "likelihood": verdict.likelihood,
+                    "status": verdict.status,
+                    "scores": {name: result.score for name, result in verdict.checks.items()},
+                }
+            )
+    return rows
+
+
+def save_rows(rows: Sequence[dict], path) -> None:
+    """Scored rows as JSON lines (sample fields, condition, likelihood, status, every check's score)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({**row, "sample": asdict(row["sample"])}) + "\n")
+
+
+def load_rows(path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            row["sample"] = Sample(**row["sample"])
+            rows.append(row)
+    return rows

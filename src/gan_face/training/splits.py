@@ -1,0 +1,52 @@
+"""Which images train, validate and test: whole sources held out, and people kept on one side of every split."""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .datasets import Sample
+
+#: Sources never trained on by the shipped model: one unknown GAN, one StyleGAN2 set (paired with real FFHQ
+#: photos processed the same way), news photos and two sets of profile-style headshots. They validate it.
+DEFAULT_HOLDOUT = (
+    "fake/boredhumans_basemax",
+    "fake/tpdne_realorfake",
+    "real/paired_realorfake",
+    "real/lfw150_umass",
+    "real/ropensci_people",
+    "real/djangocon_us_people",
+)
+
+
+def split_by_identity(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split each source so that ``fraction`` of its identities go to the second part; one person, one side."""
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    by_source: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_source[sample.source].append(sample)
+    for source in sorted(by_source):
+        identities = sorted({s.identity for s in by_source[source]})
+        chosen = set(rng.permutation(identities)[: round(len(identities) * fraction)].tolist())
+        for sample in by_source[source]:
+            (second if sample.identity in chosen else first).append(sample)
+    return first, second
+
+
+def write_split_tree(samples: Sequence[Sample], data_root: Path, target: Path) -> None:
+    """A folder tree of symbolic links (plus the manifests) that ``index_tree`` reads like the original."""
+    if target.exists():
+        shutil.rmtree(target)
+    for sample in samples:
+        relative = Path(sample.path).resolve().relative_to(Path(data_root).resolve())
+        link = target / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(sample.path).resolve())
+        manifest = Path(sample.path).parent / "MANIFEST.csv"
+        if manifest.exists() and not (link.parent / "MANIFEST.csv").exists():
+            shutil.copy(manifest, link.parent / "MANIFEST.csv")

@@ -1,0 +1,62 @@
+"""ModelCard: the one reader and writer of model cards."""
+
+import json
+import shutil
+
+import pytest
+
+from gan_face.card import ModelCard, default_card_path
+from gan_face.errors import WeightsError
+
+
+def test_shipped_card_round_trips_byte_for_byte(tmp_path):
+    shipped = ModelCard.load()
+    shutil.copy(shipped.weights_path, tmp_path / shipped.weights_path.name)
+    saved = shipped.replace(weights_path=tmp_path / shipped.weights_path.name).save(tmp_path / "copy.json")
+    assert (tmp_path / "copy.json").read_text() == default_card_path().read_text()
+    again = ModelCard.load(tmp_path / "copy.json")
+    assert again.fusion == shipped.fusion and again.cnn == shipped.cnn and again.detector == shipped.detector
+    assert again.sections == shipped.sections and saved.path == tmp_path / "copy.json"
+
+
+def test_card_elsewhere_names_its_weights_by_absolute_path(tmp_path):
+    shipped = ModelCard.load()
+    shipped.save(tmp_path / "work.json")
+    written = json.loads((tmp_path / "work.json").read_text())
+    assert written["cnn"]["weights"] == str(shipped.weights_path.resolve())
+    assert ModelCard.load(tmp_path / "work.json").load_state_dict()  # and it still loads
+
+
+def test_sections_are_added_replaced_and_dropped():
+    card = ModelCard.load().with_sections(finetune={"base": "x"}, evaluation=None)
+    assert card.sections["finetune"] == {"base": "x"} and "evaluation" not in card.sections
+
+
+def test_weights_that_do_not_match_the_cards_sha256_are_refused(tmp_path):
+    shipped = ModelCard.load()
+    weights = tmp_path / "w.safetensors"
+    data = bytearray(shipped.weights_path.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    shipped.replace(weights_path=weights).save(tmp_path / "w.json")
+    with pytest.raises(WeightsError, match="sha256"):
+        ModelCard.load(weights).load_state_dict()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(format=7), "not a gan-face model card"),
+        (lambda c: c.pop("fusion"), "malformed"),
+        (lambda c: c.update(threshold=1.5), "outside"),
+        (lambda c: c["detector"].pop("detect_size"), "malformed"),
+    ],
+)
+def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
+    raw = json.loads(default_card_path().read_text())
+    edit(raw)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(WeightsError, match=message) as caught:
+        ModelCard.load(path)
+    assert str(path) in str(caught.value)
