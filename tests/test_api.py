@@ -48,12 +48,13 @@ def test_verdict_contract(detector, astronaut):
     assert not v.synthetic
 
 
-def test_no_face_still_gets_a_likelihood(detector):
+def test_no_face_gets_no_likelihood_when_nothing_weighed_was_measured(detector):
     flat = np.full((256, 256, 3), 120, dtype=np.uint8)
     v = detector.score(flat)
     assert v.status == "no_face" and v.face is None
-    assert 0.0 <= v.likelihood <= 1.0
-    assert v.checks["eyes"].score is None
+    assert v.likelihood is None and not v.synthetic and not v  # the fused checks (cnn, eyes) need a face
+    assert v.checks["eyes"].score is None and v.checks["cnn"].score is None
+    assert v.checks["background"].explanation  # the other evidence is still reported
 
 
 def test_threshold_override(detector, astronaut):

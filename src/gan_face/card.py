@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -217,7 +218,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
     if path.suffix in (".pt", ".pth", ".bin"):
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's advice to file an issue is noise before a refusal
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for refused payloads
             raise WeightsError(
                 f"{path}: refused; it cannot be loaded with weights_only=True, so it may carry code "
@@ -239,7 +242,14 @@ def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str], metadat
         k: (v.half() if v.is_floating_point() and "running" not in k else v).contiguous() for k, v in state.items()
     }
     save_file(tensors, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.chmod(path, 0o666 & ~_umask())  # as any file the user writes (safetensors' own file is owner-only)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -172,7 +172,7 @@ class Detector:
         scores = {name: result.score for name, result in checks.items()}
         fusion = self.card.fusion
         return Verdict(
-            likelihood=fusion.likelihood(scores),
+            likelihood=fusion.likelihood(scores) if fusion.has_evidence(scores) else None,
             threshold=self.threshold,
             status=face_status(faces),
             face=face,

@@ -34,6 +34,11 @@ class Fusion:
             terms[name] = 0.0 if score is None else weight * (score_logit(score) - center) / scale
         return terms
 
+    def has_evidence(self, scores: Mapping[str, Optional[float]]) -> bool:
+        """Whether any evidence that carries weight was measured (else the likelihood would be the intercept's
+        alone: a number that says nothing about the image)."""
+        return any(w != 0 and scores.get(name) is not None for name, w in zip(self.features, self.weights))
+
     def log_odds(self, scores: Mapping[str, Optional[float]]) -> float:
         return self.intercept + sum(self.contributions(scores).values())
 

@@ -118,7 +118,8 @@ def _decode_stream(stream: BinaryIO, name: str, max_pixels: int | None) -> np.nd
 def _pillow_bomb_message(exc: Exception) -> str:
     return (
         f"refused as a possible decompression bomb by Pillow's own limit ({exc}); if the image is genuine, raise "
-        "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels= / --max-pixels"
+        "that limit with --max-pixels on the command line (it raises both), or from Python with "
+        "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels="
     )
 
 

@@ -51,13 +51,16 @@ class Verdict:
     rare, a flag is less certain than that (see the README). ``synthetic`` is ``likelihood >= threshold``;
     ``bool(verdict)`` is ``synthetic``.
 
-    ``status`` is ``"ok"``, ``"no_face"`` (the likelihood then rests on the whole-frame checks only),
+    ``likelihood`` is ``None`` when none of the evidence the model weighs could be measured (with the shipped
+    model: no face was found); such an image is never flagged and ``reason`` says why.
+
+    ``status`` is ``"ok"``, ``"no_face"`` (the likelihood, if any, rests on the whole-frame checks only),
     ``"multiple_faces"`` (the largest face was judged) or ``"low_quality"`` (face too small or unsure).
     ``checks`` maps each evidence name (``"cnn"``, ``"eyes"``, ...) to its :class:`CheckResult`;
     ``contributions`` gives each one's share of the fused log-odds, for explaining a flag.
     """
 
-    likelihood: float
+    likelihood: Optional[float]
     threshold: float
     status: Status
     face: Optional[Face]
@@ -66,7 +69,7 @@ class Verdict:
     image_size: tuple[int, int] = (0, 0)  # width, height of the loaded image
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.likelihood <= 1.0:
+        if self.likelihood is not None and not 0.0 <= self.likelihood <= 1.0:
             raise ValueError(f"likelihood {self.likelihood} outside [0, 1]")
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
@@ -75,7 +78,7 @@ class Verdict:
 
     @property
     def synthetic(self) -> bool:
-        return self.likelihood >= self.threshold
+        return self.likelihood is not None and self.likelihood >= self.threshold
 
     def __bool__(self) -> bool:
         return self.synthetic
@@ -83,7 +86,7 @@ class Verdict:
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict with every field (used by the JSONL and HTML reports)."""
         return {
-            "likelihood": round(self.likelihood, 6),
+            "likelihood": None if self.likelihood is None else round(self.likelihood, 6),
             "synthetic": self.synthetic,
             "threshold": round(self.threshold, 6),
             "status": self.status,

@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from ..detector import DEFAULT_BATCH_SIZE
-from ..errors import GanFaceError, OutputExistsError
+from ..errors import GanFaceError, OutputExistsError, WeightsError
 from ..io import DEFAULT_MAX_PIXELS
 
 
@@ -90,26 +90,35 @@ def scan(
     Exit status: 0 when every file was scored, 1 when some could not be read (their rows hold the error),
     2 on bad usage.
     """
+    from PIL import Image
+
     from .._runtime import tune_allocator
-    from ..detector import Detector
-    from .files import collect_files
+    from .files import discover
     from .network import NetworkView
-    from .scan import format_for, run_scan
+    from .scan import check_output, format_for, run_scan
 
     tune_allocator()  # a command, not a library import: faster CNN batches on glibc machines
+    # --max-pixels is this process's limit: Pillow's own bomb check (which only a Python caller could raise)
+    # follows it, so a genuine large image the user allowed is not refused by a limit they cannot set
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     if resume and not output:
         raise click.UsageError("--resume needs -o")
-    fmt = format_for(output, fmt)
+    try:
+        fmt = format_for(output, fmt)
+        if output:
+            check_output(output, resume=resume, overwrite=overwrite)
+    except (ValueError, OutputExistsError) as exc:  # before the model loads: bad usage costs nothing
+        raise click.UsageError(str(exc)) from None
     if fmt == "html" and not output:
         raise click.UsageError("an HTML report needs -o report.html")
-    files = collect_files(paths, recursive=recursive)
-    try:
-        detector = Detector(weights=weights, device=device, threshold=threshold, max_pixels=max_pixels)
-    except GanFaceError as exc:
-        raise click.UsageError(str(exc)) from None
+    found = discover(paths, recursive=recursive)
+    _warn_skipped(found.not_images, "files that are not images")
+    _warn_skipped(found.subfolders, "subfolders (add --recursive to scan them)")
+    files = found.files
+    detector = _load_detector(weights=weights, device=device, threshold=threshold, max_pixels=max_pixels)
     network = NetworkView() if summary else None
     try:
         result = run_scan(
@@ -135,7 +144,7 @@ def scan(
         click.echo(
             f"{result.scored} scored ({statuses or 'none'}), {result.flagged} flagged as GAN-generated at "
             f"threshold {detector.threshold:.3f}, {result.failed} unreadable"
-            + (f", {result.skipped} already in the report" if result.skipped else "")
+            + (f" ({result.skipped} of the scored rows kept from the interrupted run)" if result.skipped else "")
             + (f"; report: {output}" if output else ""),
             err=True,
         )
@@ -146,6 +155,30 @@ def scan(
             if network.save_mean_faces(path):
                 click.echo(f"  mean faces (flagged | all, StyleGAN template in cyan): {path}", err=True)
     sys.exit(1 if result.failed else 0)
+
+
+class ModelLoadError(click.ClickException):
+    """The model (weights or card) cannot be used: bad input, not bad usage of the command line."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"cannot load the model: {problem}")
+
+
+def _load_detector(**settings):
+    from ..detector import Detector
+
+    try:
+        return Detector(**settings)
+    except GanFaceError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
+    if names:
+        listed = ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
+        click.echo(f"warning: skipped {len(names)} {what}: {listed}", err=True)
 
 
 @main.command()
@@ -176,13 +209,18 @@ def scan(
     show_default=True,
     help="Model to start from: 'default' (shipped) or a .safetensors/.json path.",
 )
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 100))
+# defaults live in gan_face.training.finetune.FinetuneSettings (not imported here: the training wing loads only
+# when this command runs); an option left out keeps that default
+@click.option(
+    "--samples-per-epoch",
+    type=click.IntRange(32),
+    help="Training faces drawn per epoch (default 1600; fewer: faster, rougher).",
+)
+@click.option("--epochs", type=click.IntRange(1, 100), help="Training epochs (default 8).")
 @click.option(
     "--val-fraction",
-    default=0.3,
-    show_default=True,
     type=click.FloatRange(0.1, 0.6),
-    help="Share held out: half to refit calibration and threshold, half to report before/after.",
+    help="Share held out (default 0.3): half to calibrate the threshold, half to report before/after.",
 )
 @click.option(
     "--base-val",
@@ -196,12 +234,15 @@ def scan(
 )
 @click.option("--device", default=None, help="torch device for scoring (training runs on the CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, cache, device, overwrite) -> None:
+def finetune(
+    real_dir, fake_dir, output, base, samples_per_epoch, epochs, val_fraction, base_val, cache, device, overwrite
+) -> None:
     """Adapt the model to a new generator from a few hundred of its faces, keeping what it knew.
 
     Prints the before/after table (AUC and TPR at 1% FPR on held-out images of the new generator, and on the
     base validation data when given). Use the result with: gan-face scan --weights OUTPUT ...
     """
+    import os
     from pathlib import Path
 
     from .._runtime import tune_allocator
@@ -211,12 +252,15 @@ def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, c
         from ..training.finetune import FinetuneSettings
         from ..training.finetune import finetune as run_finetune
     except ImportError as exc:
-        raise click.ClickException(f"fine-tuning needs the training extras: pip install 'gan-face[train]' ({exc})")
+        raise click.ClickException(f"fine-tuning needs the training extras: {exc}") from None
     target = Path(output).with_suffix(".safetensors")
     for path in (target, target.with_suffix(".json")):
         if path.exists() and not overwrite:
             raise click.UsageError(f"{path}: already exists (use --overwrite)")
-    settings = FinetuneSettings(epochs=epochs, val_fraction=val_fraction)
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{output}: its folder {target.parent} does not exist or is not writable")
+    given = {"epochs": epochs, "samples_per_epoch": samples_per_epoch, "val_fraction": val_fraction}
+    settings = FinetuneSettings(progress=True, **{k: v for k, v in given.items() if v is not None})
     try:
         report = run_finetune(
             real_dir,
@@ -228,9 +272,9 @@ def finetune(real_dir, fake_dir, output, base, epochs, val_fraction, base_val, c
             cache_dir=cache,
             device=device,
         )
+    except WeightsError as exc:
+        raise ModelLoadError(str(exc)) from None
     except GanFaceError as exc:
-        raise click.UsageError(str(exc)) from None
-    except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)

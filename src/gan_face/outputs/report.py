@@ -2,8 +2,8 @@
 
 A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
 (the explanation of the evidence that weighed most) and ``check_<name>`` for every check's score. JSONL rows
-also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null only when
-``error`` is set.
+also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null when
+``error`` is set, and when nothing the model weighs could be measured (``status`` says why: ``no_face``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
 
 from ..result import Verdict
@@ -25,6 +27,9 @@ def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
 
 def main_reason(verdict: Verdict) -> str:
     """The explanation of the evidence that pushed hardest in the direction of the decision."""
+    if verdict.likelihood is None:
+        found = "No face found: " if verdict.status == "no_face" else ""
+        return f"{found}nothing the model weighs could be measured, so no likelihood is given (not flagged)."
     contributions = {k: v for k, v in verdict.contributions.items() if k in verdict.checks}
     if not contributions:
         first = next(iter(verdict.checks.values()), None)
@@ -37,7 +42,7 @@ def main_reason(verdict: Verdict) -> str:
 def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": path,
-        "likelihood": round(verdict.likelihood, 6),
+        "likelihood": None if verdict.likelihood is None else round(verdict.likelihood, 6),
         "synthetic": verdict.synthetic,
         "threshold": round(verdict.threshold, 6),
         "status": verdict.status,
@@ -124,3 +129,26 @@ def resumable_rows(text: str, fmt: str, columns: Sequence[str]) -> list[dict[str
             if isinstance(row, dict) and row.get("path") and not row.get("error"):
                 kept.append(row)
     return kept
+
+
+def reorder_rows(path: Path, fmt: str, order: Sequence[str]) -> None:
+    """Rewrite a report's rows in input order (``order``: the paths, in order), atomically; rows of paths not in
+    ``order`` (a file gone since the first run) keep their place after the others. Used when a resumed scan
+    appended files that come before rows it kept."""
+    rank = {name: i for i, name in enumerate(order)}
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    if fmt == "csv":
+        records = list(csv.reader(io.StringIO(text)))
+        header, body = records[:1], records[1:]
+        key = header[0].index("path") if header else 0
+        body.sort(key=lambda record: rank.get(record[key], len(rank)))
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(header + body)
+        ordered = buffer.getvalue()
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        lines.sort(key=lambda line: rank.get(json.loads(line).get("path"), len(rank)))
+        ordered = "".join(line + "\n" for line in lines)
+    staging = path.with_name(path.name + ".ordering")
+    staging.write_text(ordered, encoding="utf-8", errors="surrogateescape")
+    os.replace(staging, path)

@@ -24,7 +24,15 @@ from ..errors import GanFaceError, ImageNotFoundError, OutputExistsError
 from ..io import load_image
 from .files import InputFile
 from .network import NetworkView
-from .report import CsvRowWriter, JsonlRowWriter, columns_for, error_row, resumable_rows, verdict_row
+from .report import (
+    CsvRowWriter,
+    JsonlRowWriter,
+    columns_for,
+    error_row,
+    reorder_rows,
+    resumable_rows,
+    verdict_row,
+)
 from .report_html import jpeg_b64, make_thumbnail, render_html
 
 log = logging.getLogger(__name__)
@@ -33,26 +41,53 @@ FORMATS = ("csv", "jsonl", "html")
 
 
 def format_for(output: Optional[str], requested: Optional[str]) -> str:
+    """The report format: as requested, else from the output's suffix; CSV on stdout. An output whose suffix
+    names no format is refused (``ValueError``) rather than silently written as CSV."""
     if requested:
         return requested
-    if output:
-        suffix = Path(output).suffix.lower().lstrip(".")
-        if suffix in ("jsonl", "ndjson", "json"):
-            return "jsonl"
-        if suffix in ("htm", "html"):
-            return "html"
-        if suffix in FORMATS:
-            return suffix
-    return "csv"
+    if not output:
+        return "csv"
+    suffix = Path(output).suffix.lower().lstrip(".")
+    if suffix in ("jsonl", "ndjson", "json"):
+        return "jsonl"
+    if suffix in ("htm", "html"):
+        return "html"
+    if suffix in FORMATS:
+        return suffix
+    raise ValueError(
+        f"{output}: cannot tell the report format from its name; use .csv, .jsonl or .html, or --format"
+    )
+
+
+def check_output(output: str, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before any work, a report that could not be written: a missing or unwritable folder, a folder
+    in the way, or (without ``resume``/``overwrite``) an existing report (``ValueError``/``OutputExistsError``)."""
+    path = Path(output)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ValueError(f"{output}: is a folder; give a report file name")
+    if not folder.is_dir():
+        raise ValueError(f"{output}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{output}: its folder {folder} is not writable")
+    if not (resume or overwrite):
+        ReportFile.refuse_existing(path)
 
 
 @dataclass
 class ScanSummary:
+    """Counts over the whole report, rows kept from an interrupted run (``skipped``) included."""
+
     scored: int = 0
     failed: int = 0
-    skipped: int = 0  # already in the report when resuming
+    skipped: int = 0  # of the rows above, those already in the report when resuming (not scored again)
     flagged: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str, flagged: bool) -> None:
+        self.scored += 1
+        self.flagged += flagged
+        self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
 class ReportFile:
@@ -72,14 +107,7 @@ class ReportFile:
         rows_format = "jsonl" if fmt == "html" else fmt
         self.done: set[str] = set()
         if not (resume or overwrite):
-            if self.output.exists():
-                raise OutputExistsError(
-                    f"{self.output}: already exists; use --resume to add the files it lacks, or --overwrite"
-                )
-            if self.partial.exists():
-                raise OutputExistsError(
-                    f"{self.partial}: an interrupted scan left it; use --resume to finish it, or --overwrite"
-                )
+            self.refuse_existing(self.output)
         if resume and not self.partial.exists() and self.output.exists():
             if fmt == "html":
                 raise OutputExistsError(
@@ -93,6 +121,7 @@ class ReportFile:
             self.handle.close()
             raise OutputExistsError(f"{self.partial}: another gan-face scan is writing this report") from None
         kept: list[dict] = []
+        self.resumed = resume
         if resume:
             self.handle.seek(0)
             try:
@@ -105,15 +134,34 @@ class ReportFile:
         self.writer = (
             CsvRowWriter(self.handle, columns) if rows_format == "csv" else JsonlRowWriter(self.handle, columns)
         )
+        self.kept = kept
         for row in kept:
             self.writer.write(row)
             self.done.add(row["path"])
         self.handle.flush()
 
-    def finish(self, render: Optional[Callable[[Path, Path], None]] = None) -> None:
+    @staticmethod
+    def refuse_existing(output: Path) -> None:
+        partial = output.with_name(output.name + ".partial")
+        if output.exists():
+            raise OutputExistsError(
+                f"{output}: already exists; use --resume to add the files it lacks, or --overwrite"
+            )
+        if partial.exists():
+            raise OutputExistsError(
+                f"{partial}: an interrupted scan left it; use --resume to finish it, or --overwrite"
+            )
+
+    def finish(
+        self, render: Optional[Callable[[Path, Path], None]] = None, order: Optional[Sequence[str]] = None
+    ) -> None:
+        """Make the report final. ``order`` (the rows' paths in input order) puts the rows of a resumed scan,
+        kept and new, back in input order first."""
         self.handle.flush()
         os.fsync(self.handle.fileno())
         if render is None:
+            if self.resumed and order is not None:
+                reorder_rows(self.partial, "csv" if self.fmt == "csv" else "jsonl", order)
             os.replace(self.partial, self.output)
         else:  # the HTML page is rendered from the rows, atomically, and only then are the rows let go
             render(self.partial, self.output)
@@ -190,7 +238,10 @@ def run_scan(
         handle = sys.stdout
         writer = CsvRowWriter(handle, columns) if fmt == "csv" else JsonlRowWriter(handle, columns)
     todo = [f for f in files if report is None or f.display not in report.done]
-    summary.skipped = len(files) - len(todo)
+    if report is not None:
+        for row in report.kept:  # the summary speaks of the whole report
+            summary.skipped += 1
+            summary.add(str(row.get("status")), row.get("synthetic") in (True, "true"))
 
     from tqdm import tqdm
 
@@ -202,9 +253,7 @@ def run_scan(
                     summary.failed += 1
                     row = error_row(item.display, result, check_names)
                 else:
-                    summary.scored += 1
-                    summary.flagged += bool(result.synthetic)
-                    summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                    summary.add(result.status, result.synthetic)
                     row = verdict_row(item.display, result, check_names)
                     if network is not None:
                         thumbnail = make_thumbnail(image)  # one small copy serves the page and the mean faces
@@ -234,7 +283,7 @@ def run_scan(
                     network=network,
                 )
 
-        report.finish(render)
+        report.finish(render, order=[f.display for f in files])
     else:
         handle.flush()
     return summary

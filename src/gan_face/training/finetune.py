@@ -9,14 +9,18 @@ How the old knowledge is kept:
 
 Then the CNN's term of the fusion (its weight and centre, and the intercept) and the threshold are refitted on
 a held-out part of the user's data (the calibration half); the other checks keep their weights, which a few
-dozen images could not estimate better. The before/after metrics are measured on the other held-out half,
-which neither step has seen.
-Needs ``gan-face[train]``.
+dozen images could not estimate better. A threshold at 1% false positives needs at least 100 real photos in
+that half (:data:`MIN_CALIBRATION_REALS`); with fewer, the base model's calibration and threshold are kept and
+the report says so, and a refitted threshold below the base model's is not used unless asked for: a small
+calibration set must never quietly make the model flag more real people. The before/after metrics and the
+expected false-positive rate (with its 95% interval) are measured on the other held-out half, which neither
+step has seen. Needs ``gan-face[train]``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 
 from ..align import FaceAligner
-from ..card import ModelCard, file_sha256, save_weights
+from ..card import ModelCard, save_weights
 from ..errors import TrainingDataError
 from ..outputs.files import collect_files
 from .augment import Augmentation
@@ -38,12 +42,19 @@ from .fitting import refit_one
 from .loop import TrainSettings, train_cnn
 from .metrics import metrics
 from .pools import ConditionVariants, TrainVariants, build_pool
-from .scoring import score_samples
+from .scoring import row_likelihoods, score_samples
 
 log = logging.getLogger(__name__)
 
 #: Conditions used to refit the fusion and to measure before/after: the file as given, and as an avatar.
 FINETUNE_CONDITIONS = ("clean", "avatar")
+
+
+#: A threshold at 1% FPR is placed so that 1 real photo in 100 may score above it: with fewer real photos in
+#: the calibration share there is no such place, and the threshold would be a guess.
+MIN_CALIBRATION_REALS = 100
+#: Fewer usable faces than this in either folder cannot train anything.
+MIN_IMAGES_PER_CLASS = 10
 
 
 @dataclass
@@ -56,6 +67,12 @@ class FinetuneSettings:
     variants: int = 4
     val_fraction: float = 0.3
     seed: int = 0
+    #: Refit the calibration and threshold only with at least this many real photos in the calibration share;
+    #: with fewer, the base model's are kept (see the module docstring).
+    min_calibration_reals: int = MIN_CALIBRATION_REALS
+    #: A refitted threshold below the base model's is used only if this is set; otherwise the base's is kept.
+    allow_lower_threshold: bool = False
+    progress: bool = False  # a progress bar (epochs, loss, time left) on stderr
 
 
 @dataclass
@@ -65,6 +82,12 @@ class FinetuneReport:
     skipped: list = field(default_factory=list)  # (path, reason)
     before_after: dict = field(default_factory=dict)  # data set -> {"before": metrics, "after": metrics}
     minutes: float = 0.0
+    threshold: float = float("nan")
+    base_threshold: float = float("nan")
+    calibration: str = ""  # what was done to the calibration and threshold, and why
+    #: real photos of the report half flagged at the new threshold (avatar condition): count, of, 95% interval
+    expected_fpr: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     def table(self) -> str:
         lines = [
@@ -79,7 +102,27 @@ class FinetuneReport:
                     f"{m['fpr_at_threshold']:8.4f} "
                     f"{m['n_real']:7d} {m['n_fake']:7d}"
                 )
+        lines.append(f"threshold {self.threshold:.4f} (base model: {self.base_threshold:.4f}); {self.calibration}")
+        if self.expected_fpr:
+            f = self.expected_fpr
+            lines.append(
+                f"expected false-positive rate: {f['flagged']} of {f['n_real']} held-out real photos flagged "
+                f"({f['rate']:.1%}; 95% interval {f['low']:.1%} to {f['high']:.1%})"
+            )
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval for a rate of ``k`` in ``n``."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
 
 
 def _user_samples(real_dir: str, fake_dir: str) -> list[Sample]:
@@ -115,14 +158,14 @@ def _compare(base_card: str, new_card: str, samples: Sequence[Sample], threshold
         detector = Detector(weights=card)
         rows = score_samples(detector, samples, FINETUNE_CONDITIONS, progress=False)
         labels = np.array([r["sample"].label for r in rows])
-        result[when] = metrics(labels, np.array([r["likelihood"] for r in rows]), detector.threshold)
+        result[when] = metrics(labels, row_likelihoods(rows), detector.threshold)
     result["note"] = threshold_note
     return result
 
 
 def finetune(
-    real_dir: str,
-    fake_dir: str,
+    real_dir: str | os.PathLike[str],
+    fake_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
     base: str | os.PathLike[str] | None = None,
@@ -137,25 +180,36 @@ def finetune(
 
     Unreadable files and files without a face are skipped and listed. ``base_validation``, a tree with
     ``real/`` and ``fake/``, measures what the base model knew, before and after (at most
-    ``base_validation_max`` images, drawn evenly).
+    ``base_validation_max`` images, drawn evenly). ``cache_dir`` keeps face detections and crops for a rerun;
+    without it they go to a temporary folder that is removed at the end.
     """
-    from ..cnn import load_cnn
-
     settings = settings or FinetuneSettings()
+    if cache_dir is not None:
+        return _finetune(real_dir, fake_dir, Path(output), base, settings, base_validation, base_validation_max,
+                         Path(cache_dir), device)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="gan-face-finetune-") as cache:
+        return _finetune(real_dir, fake_dir, Path(output), base, settings, base_validation, base_validation_max,
+                         Path(cache), device)  # fmt: skip
+
+
+def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings, base_validation,
+              base_validation_max: int, cache: Path, device) -> FinetuneReport:  # fmt: skip
+    from ..cnn import load_cnn
+    from ..detector import Detector
+
     started = time.time()
-    output = Path(output).with_suffix(".safetensors")
+    output = output.with_suffix(".safetensors")
     base_card = ModelCard.load(base)
     if base_card.cnn is None:
         raise TrainingDataError(f"{base_card.path}: the base model has no CNN to fine-tune")
     # refuses pickle payloads before any work is done; unfused, as its weights also start the student
     teacher = load_cnn(base_card, device="cpu", fuse=False).model
     config = base_card.cnn
-    cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "gan-face-finetune-cache"
-    report = FinetuneReport(output=str(output))
+    report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
 
     samples = _user_samples(real_dir, fake_dir)
     aligner = FaceAligner(base_card.detector)
-    faces = detect_cached([s.path for s in samples], aligner, cache, progress=False)
+    faces = detect_cached([s.path for s in samples], aligner, cache, progress=settings.progress)
     usable = []
     for sample in samples:
         if faces[sample.path] is None:
@@ -164,10 +218,13 @@ def finetune(
             report.skipped.append((sample.path, "no face found"))
         else:
             usable.append(sample)
-    for label in (0, 1):
-        if sum(s.label == label for s in usable) < 10:
+    for label, folder in ((0, real_dir), (1, fake_dir)):
+        found = sum(s.label == label for s in usable)
+        if found < MIN_IMAGES_PER_CLASS:
+            given = sum(s.label == label for s in samples)
             raise TrainingDataError(
-                f"need at least 10 usable {'real' if label == 0 else 'fake'} images, found fewer"
+                f"{folder}: need at least {MIN_IMAGES_PER_CLASS} usable {'real' if label == 0 else 'fake'} "
+                f"images, found {found} (of {given} image files; the others unreadable or without a face)"
             )
     train, calibration, held_report = _split(usable, settings.val_fraction, settings.seed)
     report.counts = {
@@ -183,25 +240,15 @@ def finetune(
 
     aug = Augmentation()
     train_pool = build_pool(
-        train,
-        cache,
-        config,
-        variants=settings.variants,
+        train, cache, config, variants=settings.variants,
         make_variant=TrainVariants(aug, settings.seed, [s.label for s in train]),
-        spec={"kind": "finetune-train", "seed": settings.seed, "aug": str(aug)},
-        aligner=aligner,
-        workers=1,
-    )
+        spec={"kind": "finetune-train", "seed": settings.seed, "aug": str(aug)}, aligner=aligner, workers=1,
+    )  # fmt: skip
     val_pool = build_pool(
-        calibration,
-        cache,
-        config,
-        variants=len(FINETUNE_CONDITIONS),
-        make_variant=ConditionVariants(FINETUNE_CONDITIONS),
-        spec={"kind": "finetune-val"},
-        aligner=aligner,
+        calibration, cache, config, variants=len(FINETUNE_CONDITIONS),
+        make_variant=ConditionVariants(FINETUNE_CONDITIONS), spec={"kind": "finetune-val"}, aligner=aligner,
         workers=1,
-    )
+    )  # fmt: skip
     teacher.eval()
     is_real = torch.tensor([s.label == 0 for s in train])
 
@@ -215,24 +262,15 @@ def finetune(
         return settings.distill_weight * torch.mean((logits[reals] - target) ** 2)
 
     train_settings = TrainSettings(
-        epochs=settings.epochs,
-        samples_per_epoch=settings.samples_per_epoch,
-        lr=settings.lr,
-        warmup_steps=20,
-        patience=settings.epochs,
-        seed=settings.seed,
-        pretrained=False,
+        epochs=settings.epochs, samples_per_epoch=settings.samples_per_epoch, lr=settings.lr,
+        warmup_steps=20, patience=settings.epochs, seed=settings.seed, pretrained=False,
         freeze=settings.freeze_blocks,
-    )
+    )  # fmt: skip
     result = train_cnn(
-        train_pool,
-        val_pool,
-        config,
-        train_settings,
-        val_conditions=FINETUNE_CONDITIONS,
-        init_state={k: v.float().clone() for k, v in teacher.state_dict().items()},
-        extra_loss=distill,
-    )
+        train_pool, val_pool, config, train_settings, val_conditions=FINETUNE_CONDITIONS,
+        init_state={k: v.float().clone() for k, v in teacher.state_dict().items()}, extra_loss=distill,
+        progress=settings.progress,
+    )  # fmt: skip
 
     # everything is written under staging names and renamed at the very end: an interrupted run never leaves
     # an uncalibrated model under the name the user asked for
@@ -244,18 +282,20 @@ def finetune(
     )
     card_path = staged_weights.with_suffix(".json")
     card = card.save(card_path)
+    card = card.replace(**_calibrate(card_path, base_card, calibration, settings, report)).save(card_path)
+    report.threshold = card.threshold
 
-    # refit fusion and threshold on the calibration half, with the fine-tuned CNN
-    from ..detector import Detector
-
-    rows = score_samples(Detector(weights=card_path), calibration, FINETUNE_CONDITIONS, progress=False)
-    fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)
-    card = card.replace(fusion=fusion, threshold=threshold).save(card_path)
-
-    note = "fusion and threshold refitted on the calibration half; these metrics are on the other half"
+    note = f"{report.calibration}; these metrics are on the report half, which neither step saw"
     report.before_after["new generator (held out)"] = _compare(
         str(base_card.path), str(card_path), held_report, note
     )
+    reals = [s for s in held_report if s.label == 0]
+    if reals:
+        rows = score_samples(Detector(weights=card_path), reals, ("avatar",), progress=False)
+        flagged = int((row_likelihoods(rows) >= card.threshold).sum())
+        low, high = clopper_pearson(flagged, len(reals))
+        report.expected_fpr = {"flagged": flagged, "n_real": len(reals), "rate": flagged / len(reals),
+                               "low": low, "high": high}  # fmt: skip
     if base_validation:
         base_samples = index_tree(base_validation)
         step = max(1, len(base_samples) // base_validation_max)
@@ -265,16 +305,58 @@ def finetune(
     report.minutes = round((time.time() - started) / 60, 2)
     finetune_section = {
         "base": base_card.name,
-        "base_weights_sha256": file_sha256(base_card.weights_path) if base_card.weights_path else None,
+        "base_weights_sha256": base_card.weights_sha256,
         "counts": report.counts,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "settings": asdict(settings),
         "best_epoch": result.best_epoch,
         "history": result.history,
-        "before_after": report.before_after,
+        "threshold": {
+            "value": report.threshold,
+            "base": report.base_threshold,
+            "how": report.calibration,
+            "expected_fpr": report.expected_fpr,
+        },  # fmt: skip
+        "warnings": report.warnings,
         "minutes": report.minutes,
     }
+    # the base model's measurements describe the base, not this model: they are replaced by this run's own
+    evaluation = {"data": "the report half of the user's folders (never trained or calibrated on)",
+                  "conditions": list(FINETUNE_CONDITIONS), "before_after": report.before_after}  # fmt: skip
     os.replace(staged_weights, output)
-    card.replace(weights_path=output).with_sections(finetune=finetune_section).save(output.with_suffix(".json"))
+    card.replace(weights_path=output).with_sections(
+        finetune=finetune_section, evaluation=evaluation, ablation=None, fusion_fit=None
+    ).save(output.with_suffix(".json"))
     card_path.unlink()
     return report
+
+
+def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Sample],
+               settings: FinetuneSettings, report: FinetuneReport) -> dict:  # fmt: skip
+    """The fusion and threshold of the fine-tuned model (as ``ModelCard`` fields), saying what was done in
+    ``report.calibration`` and ``report.warnings``."""
+    from ..detector import Detector
+
+    n_real = sum(s.label == 0 for s in calibration)
+    if n_real < settings.min_calibration_reals:
+        share = settings.val_fraction / 2
+        report.calibration = "the base model's calibration and threshold kept"
+        report.warnings.append(
+            f"the calibration share holds {n_real} real photos; setting a threshold at 1% false positives "
+            f"needs at least {settings.min_calibration_reals} (1 in 100 may be flagged), so the base model's "
+            f"calibration and threshold ({base_card.threshold:.4f}) are kept; distillation keeps real photos' "
+            "CNN outputs near the base model's. To refit them, give at least "
+            f"{math.ceil(settings.min_calibration_reals / share)} real photos "
+            f"({share:.0%} go to calibration)."
+        )
+        return {"fusion": base_card.fusion, "threshold": base_card.threshold}
+    rows = score_samples(Detector(weights=card_path), calibration, FINETUNE_CONDITIONS, progress=False)
+    fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)
+    report.calibration = f"the CNN's calibration and the threshold refitted on {len(calibration)} held-out images"
+    if threshold < base_card.threshold and not settings.allow_lower_threshold:
+        report.warnings.append(
+            f"the calibration share would set the threshold at {threshold:.4f}, below the base model's "
+            f"{base_card.threshold:.4f}; the base model's is kept (allow_lower_threshold uses the lower one)"
+        )
+        threshold = base_card.threshold
+    return {"fusion": fusion, "threshold": threshold}

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -146,11 +147,15 @@ def train_cnn(
     init_state: Optional[dict] = None,
     checkpoint_dir: Optional[str | os.PathLike[str]] = None,
     extra_loss: Optional[Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]] = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Train (or fine-tune, from ``init_state``) with early stopping on validation TPR at 1% FPR.
 
     ``extra_loss(logits, inputs, sample_indices)`` is added to the loss (fine-tuning uses it for distillation).
+    ``progress`` shows a bar on stderr: epoch, running loss, last validation TPR and the time left.
     """
+    from tqdm import tqdm
+
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -179,6 +184,7 @@ def train_cnn(
     variants = train_pool.crops.shape[1]
     result = TrainResult(state_dict={})
     best_score, stale, started = -1.0, 0, time.time()
+    bar = tqdm(total=total_steps, disable=not progress, desc="fine-tuning", unit="step", file=sys.stderr)
     for epoch in range(settings.epochs):
         model.train()
         for module in frozen:
@@ -205,6 +211,8 @@ def train_cnn(
             scheduler.step()
             running += loss.item() * len(index)
             seen += len(index)
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{settings.epochs} loss {running / seen:.3f}", refresh=False)
             if step % 50 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, steps_per_epoch, running / seen)
         metrics = pool_metrics(predict_pool(model, val_pool, config), val_pool, val_conditions)
@@ -233,6 +241,7 @@ def train_cnn(
         if settings.time_budget_s is not None and time.time() - started > settings.time_budget_s:
             log.info("time budget reached after epoch %d", epoch)
             break
+    bar.close()
     return result
 
 

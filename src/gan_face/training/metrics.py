@@ -8,6 +8,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .scoring import row_likelihoods
+
 
 def threshold_at_fpr(real_likelihoods: Sequence[float], max_fpr: float = 0.01) -> float:
     """The lowest threshold that flags at most ``max_fpr`` of these real photos (``likelihood >= threshold``)."""
@@ -107,7 +109,7 @@ def evaluation_report(rows: Sequence[dict], threshold: float) -> dict:
     for condition in dict.fromkeys(r["condition"] for r in rows):
         chosen = [r for r in rows if r["condition"] == condition]
         labels = np.array([r["sample"].label for r in chosen])
-        likelihoods = np.array([r["likelihood"] for r in chosen])
+        likelihoods = row_likelihoods(chosen)
         sources = np.array([r["sample"].source for r in chosen])
         generators = np.array([r["sample"].generator for r in chosen])
         fakes = labels == 1  # each generator against all real photos

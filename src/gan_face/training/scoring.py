@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from typing import Sequence
 
+import numpy as np
+
 from ..detector import DEFAULT_BATCH_SIZE, Detector
 from ..io import load_image
 from .conditions import apply_condition
@@ -43,6 +45,12 @@ def score_samples(
                 }
             )
     return rows
+
+
+def row_likelihoods(rows: Sequence[dict]) -> np.ndarray:
+    """The rows' likelihoods for ranking metrics. An image without one (nothing the model weighs was measured,
+    e.g. no face) is never flagged, so it ranks as 0, below every scored image."""
+    return np.array([0.0 if r["likelihood"] is None else r["likelihood"] for r in rows], dtype=np.float64)
 
 
 def save_rows(rows: Sequence[dict], path) -> None:
