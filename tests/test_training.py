@@ -62,3 +62,81 @@ def test_finetune_on_a_tiny_tree_writes_a_loadable_calibrated_model(tree, tmp_pa
     verdict = Detector(weights=out).score(str(next((tree / "fake" / "templated").iterdir())))
     assert 0.0 <= verdict.likelihood <= 1.0
     json.dumps(card.to_dict())
+
+
+def test_a_leave_one_out_fold_on_a_tiny_tree(tmp_path, astronaut):
+    """One fold end to end: two fake 'families', one left out; real sources split into trained and evaluated."""
+    import shutil
+
+    from gan_face.card import CnnConfig
+    from gan_face.training.augment import Augmentation
+    from gan_face.training.conditions import condition_with_transform
+    from gan_face.training.datasets import index_tree
+    from gan_face.training.folds import Fold, run_fold, short_schedule
+    from gan_face.training.loop import TrainSettings
+    from gan_face.training.pools import ConditionVariants, TrainVariants, build_pool
+
+    root = face_tree(tmp_path / "tree", astronaut, n=8)
+    # a second family (the same faces, blurred and re-compressed) and a real source only ever evaluated
+    shutil.copytree(root / "fake" / "templated", root / "fake" / "other")
+    shutil.copytree(root / "real" / "framed", root / "real" / "held")
+    for path in (root / "fake" / "other").iterdir():
+        from PIL import Image, ImageFilter
+
+        Image.open(path).filter(ImageFilter.GaussianBlur(1.5)).save(path.with_suffix(".jpg"), quality=60)
+        path.unlink()
+    for path in (root / "real" / "held").iterdir():
+        from PIL import Image
+
+        Image.fromarray(condition_with_transform(np.asarray(Image.open(path)), "laundered", 1)[0]).save(path)
+    samples = index_tree(root)
+    config = CnnConfig(input_size=64)
+    fold = Fold("templated", ("fake/templated",))
+    trainable = [s for s in samples if s.source != "real/held"]
+    evaluated = [s for s in samples if s.label == 1 or s.source == "real/held"]
+    cache = tmp_path / "cache"
+    labels = [s.label for s in trainable]
+    train_pool = build_pool(trainable, cache, config, variants=1, spec={"t": 1},
+                            make_variant=TrainVariants(Augmentation(), 0, labels), workers=1)  # fmt: skip
+    eval_pool = build_pool(evaluated, cache, config, variants=2, spec={"e": 1},
+                           make_variant=ConditionVariants(("avatar", "gray")), workers=1)  # fmt: skip
+    settings = short_schedule(TrainSettings(epochs=2, samples_per_epoch=64, warmup_steps=2, pretrained=False))
+    report = run_fold(fold, train_pool, eval_pool, config, settings, tmp_path / "work",
+                      real_sources=("real/held",), conditions=("avatar", "gray"))  # fmt: skip
+    avatar = report["metrics"]["avatar"]
+    assert avatar["templated"]["n_fake"] == 8 and avatar["templated"]["n_real"] == 8
+    assert 0.0 <= avatar["templated"]["auc"] <= 1.0 and "real/held" in avatar["real_flagged_at_1pct"]
+    assert set(report["metrics"]) == {"avatar", "gray"} and report["kind"] == "gan"
+    # the fold's checkpoint and result are on disk: a rerun returns the result without training
+    assert (tmp_path / "work" / "templated" / "checkpoint.json").exists()
+    assert run_fold(fold, train_pool, eval_pool, config, settings, tmp_path / "work") == report
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, astronaut):
+    """A run stopped after its first epoch (its time budget) and resumed in a later sitting ends exactly as
+    the same run in one go."""
+    import dataclasses
+
+    import torch
+
+    from gan_face.card import CnnConfig
+    from gan_face.training.augment import Augmentation
+    from gan_face.training.datasets import index_tree
+    from gan_face.training.loop import TrainSettings, train_cnn
+    from gan_face.training.pools import TrainVariants, build_pool
+
+    samples = index_tree(face_tree(tmp_path / "tree", astronaut, n=6))
+    config = CnnConfig(input_size=64)
+    labels = [s.label for s in samples]
+    pool = build_pool(samples, tmp_path / "cache", config, variants=1, spec={"r": 1},
+                      make_variant=TrainVariants(Augmentation(), 0, labels), workers=1)  # fmt: skip
+    settings = TrainSettings(epochs=3, samples_per_epoch=64, warmup_steps=2, pretrained=False, patience=3)
+    whole = train_cnn(pool, None, config, settings, checkpoint_dir=tmp_path / "whole")
+    first = train_cnn(
+        pool, None, config, dataclasses.replace(settings, time_budget_s=0.0), checkpoint_dir=tmp_path / "b"
+    )
+    assert [h["epoch"] for h in first.history] == [0]
+    resumed = train_cnn(pool, None, config, settings, checkpoint_dir=tmp_path / "b")
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    for key, value in whole.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[key]), key

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .conditions import jpeg_roundtrip
+from .conditions import jpeg_roundtrip, to_gray
 
 RESAMPLING = (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX)
 
@@ -40,6 +40,9 @@ class Augmentation:
     p_jpeg: float = 0.85
     jpeg_quality: tuple[int, int] = (30, 100)
     p_second_jpeg: float = 0.2
+    # Black-and-white avatars are common and any uploader can make one: both classes, equally (gan-face-v1
+    # trained without it, and lost most of its TPR on grayscale GAN faces).
+    p_gray: float = 0.15
     landmark_jitter: float = 0.03  # per point, as a fraction of the interocular distance (MTCNN's own noise)
 
 
@@ -66,6 +69,8 @@ def degrade(image: np.ndarray, points: np.ndarray, rng: np.random.Generator, aug
     if rng.random() < aug.p_blur:
         pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(*aug.blur_sigma)) * max(1.0, scale)))
     image = np.asarray(pil)
+    if rng.random() < aug.p_gray:
+        image = to_gray(image)
     if rng.random() < aug.p_jpeg:
         image = jpeg_roundtrip(image, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
         if rng.random() < aug.p_second_jpeg:

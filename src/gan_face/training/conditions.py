@@ -7,6 +7,8 @@ Conditions (each reported separately):
 * ``laundered``: resized to one of 256/300/384/512/640/768/1024 px and re-encoded at JPEG quality one of
   30/50/70/80/90/95 (the StyleGAN3 detection challenge protocol), chosen per image from a seeded generator.
 * ``cropped``: a random crop keeping 70-95% of each side, resized back: defeats the eye template.
+* ``gray``: the avatar condition turned to grayscale (black-and-white avatars are common), saved as a
+  grayscale JPEG at quality 85.
 
 Every random choice comes from a generator seeded with the image's index, so a condition is the same image in
 every run and for every model.
@@ -19,7 +21,7 @@ import io
 import numpy as np
 from PIL import Image
 
-CONDITIONS = ("clean", "avatar", "laundered", "cropped")
+CONDITIONS = ("clean", "avatar", "laundered", "cropped", "gray")
 LAUNDER_SIZES = (256, 300, 384, 512, 640, 768, 1024)
 LAUNDER_QUALITIES = (30, 50, 70, 80, 90, 95)
 
@@ -28,6 +30,12 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """``image`` in grayscale (luma), three equal channels, as the loader returns a black-and-white file."""
+    grey = np.asarray(Image.fromarray(image).convert("L"))
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -45,6 +53,9 @@ def condition_with_transform(image: np.ndarray, condition: str, seed: int) -> tu
     height, width = image.shape[:2]
     if condition == "clean":
         return image, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    if condition == "gray":
+        avatar, matrix = condition_with_transform(image, "avatar", seed)
+        return jpeg_roundtrip(to_gray(avatar), 85), matrix
     if condition == "avatar":
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..card import CnnConfig, save_weights
+from ..card import CnnConfig
 from ..cnn import build_cnn, crop_logits, normalise, unit_batch
 from .augment import Augmentation
 from .conditions import CONDITIONS
@@ -139,7 +139,7 @@ def pool_metrics(logits: np.ndarray, pool: CropPool, conditions: Sequence[str]) 
 
 def train_cnn(
     train_pool: CropPool,
-    val_pool: CropPool,
+    val_pool: Optional[CropPool],
     config: CnnConfig,
     settings: TrainSettings,
     *,
@@ -151,6 +151,10 @@ def train_cnn(
 ) -> TrainResult:
     """Train (or fine-tune, from ``init_state``) with early stopping on validation TPR at 1% FPR.
 
+    Without ``val_pool`` every epoch runs and the last one is kept (a fixed short schedule). With
+    ``checkpoint_dir`` the full state (model, optimiser, schedule, random generators, history) is saved after
+    every epoch, and a later call with the same settings resumes after the last finished epoch: a run can span
+    several sittings and ends as it would have in one.
     ``extra_loss(logits, inputs, sample_indices)`` is added to the loss (fine-tuning uses it for distillation).
     ``progress`` shows a bar on stderr: epoch, running loss, last validation TPR and the time left.
     """
@@ -184,8 +188,16 @@ def train_cnn(
     variants = train_pool.crops.shape[1]
     result = TrainResult(state_dict={})
     best_score, stale, started = -1.0, 0, time.time()
-    bar = tqdm(total=total_steps, disable=not progress, desc="fine-tuning", unit="step", file=sys.stderr)
-    for epoch in range(settings.epochs):
+    first_epoch = 0
+    # a time budget says when this sitting stops, not what is trained: a later sitting may resume with another
+    identity = {k: v for k, v in asdict(settings).items() if k != "time_budget_s"}
+    checkpoint = Checkpoint(Path(checkpoint_dir), identity) if checkpoint_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        first_epoch, best_score, stale = checkpoint.restore(model, optimizer, scheduler, rng, generator, result)
+        log.info("resuming after epoch %d from %s", first_epoch - 1, checkpoint_dir)
+    bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step", file=sys.stderr)
+    bar.update(first_epoch * steps_per_epoch)
+    for epoch in range(first_epoch, settings.epochs):
         model.train()
         for module in frozen:
             module.eval()  # frozen BatchNorm keeps its statistics
@@ -215,7 +227,10 @@ def train_cnn(
             bar.set_postfix_str(f"epoch {epoch + 1}/{settings.epochs} loss {running / seen:.3f}", refresh=False)
             if step % 50 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, steps_per_epoch, running / seen)
-        metrics = pool_metrics(predict_pool(model, val_pool, config), val_pool, val_conditions)
+        if val_pool is not None:
+            metrics = pool_metrics(predict_pool(model, val_pool, config), val_pool, val_conditions)
+        else:  # a fixed schedule: the latest epoch is the one kept
+            metrics = {"mean_tpr1": float(epoch), "mean_auc": 0.0}
         record = {
             "epoch": epoch,
             "loss": running / seen,
@@ -229,12 +244,10 @@ def train_cnn(
             best_score, stale = score, 0
             result.best_epoch, result.best_metrics = epoch, metrics
             result.state_dict = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-            if checkpoint_dir is not None:
-                save_weights(result.state_dict, Path(checkpoint_dir) / "best.safetensors", {"epoch": str(epoch)})
         else:
             stale += 1
-        if checkpoint_dir is not None:
-            Path(checkpoint_dir, "history.json").write_text(json.dumps(result.history, indent=1))
+        if checkpoint is not None:
+            checkpoint.save(epoch, model, optimizer, scheduler, rng, generator, result, best_score, stale)
         if stale >= settings.patience:
             log.info("early stop: no better validation TPR for %d epochs", stale)
             break
@@ -243,6 +256,65 @@ def train_cnn(
             break
     bar.close()
     return result
+
+
+class Checkpoint:
+    """The state of a training run after an epoch, in ``folder``: weights as safetensors (float32), the
+    optimiser and schedule as a tensors-only torch file (read back with ``weights_only=True``), the rest JSON."""
+
+    def __init__(self, folder: Path, settings: dict) -> None:
+        self.folder, self.settings = folder, json.loads(json.dumps(settings))
+        self.meta = folder / "checkpoint.json"
+
+    def exists(self) -> bool:
+        if not self.meta.exists():
+            return False
+        saved = json.loads(self.meta.read_text())
+        if saved["settings"] != self.settings:
+            log.warning("%s: a checkpoint of other settings; starting afresh", self.folder)
+            return False
+        return True
+
+    def save(self, epoch, model, optimizer, scheduler, rng, generator, result, best_score, stale) -> None:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, str(self.folder / "last.safetensors")
+        )
+        if result.state_dict:
+            save_file(result.state_dict, str(self.folder / "best.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "torch": torch.get_rng_state()},
+            self.folder / "optimizer.pt",
+        )  # fmt: skip
+        meta = {"settings": self.settings, "epoch": epoch, "best_score": best_score, "stale": stale,
+                "best_epoch": result.best_epoch, "best_metrics": result.best_metrics, "history": result.history,
+                "numpy_rng": rng.bit_generator.state}  # fmt: skip
+        staging = self.meta.with_suffix(".tmp")
+        staging.write_text(json.dumps(meta))
+        os.replace(staging, self.meta)  # written last: the files above belong to the epoch it names
+
+    def restore(self, model, optimizer, scheduler, rng, generator, result) -> tuple[int, float, int]:
+        from safetensors.torch import load_file
+
+        meta = json.loads(self.meta.read_text())
+        model.load_state_dict(load_file(str(self.folder / "last.safetensors")))
+        if (self.folder / "best.safetensors").exists():
+            result.state_dict = load_file(str(self.folder / "best.safetensors"))
+        state = torch.load(self.folder / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch"])
+        rng.bit_generator.state = meta["numpy_rng"]
+        result.best_epoch, result.best_metrics, result.history = (
+            meta["best_epoch"],
+            meta["best_metrics"],
+            meta["history"],
+        )
+        return meta["epoch"] + 1, meta["best_score"], meta["stale"]
 
 
 def _freeze(model: torch.nn.Module, blocks: int) -> list[torch.nn.Module]:
