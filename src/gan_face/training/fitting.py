@@ -106,13 +106,7 @@ def refit_one(fusion: Fusion, name: str, rows: Sequence[Mapping], max_fpr: float
         replace(fusion.scales, scale),
         intercept,
     )
-    likelihoods = np.array([refitted.likelihood(r["scores"]) for r in rows])
-    conditions = np.array([r["condition"] for r in rows])
-    threshold = max(
-        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr)
-        for c in dict.fromkeys(conditions)
-    )
-    return refitted, threshold
+    return refitted, strictest_threshold(refitted, rows, max_fpr)
 
 
 def fit_linear_evidence(
@@ -136,10 +130,15 @@ def fit_on_rows(
     names = list(features) if features is not None else list(rows[0]["scores"])
     labels = np.array([r["sample"].label for r in rows])
     fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
+    return fusion, strictest_threshold(fusion, rows, max_fpr)
+
+
+def strictest_threshold(fusion: Fusion, rows: Sequence[Mapping], max_fpr: float) -> float:
+    """The threshold that flags at most ``max_fpr`` of the real photos in every condition of ``rows``."""
+    labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
     conditions = np.array([r["condition"] for r in rows])
-    threshold = max(
+    return max(
         threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr)
         for c in dict.fromkeys(conditions)
     )
-    return fusion, threshold
