@@ -66,7 +66,10 @@ def main(argv=None) -> int:
     tune_allocator()
     torch.set_num_threads(args.threads)
     samples = index_tree(args.data)
-    chosen = [f for f in folds(samples) if not args.families or f.family in args.families.split(",")]
+    chosen = folds(samples)
+    if args.families:  # in the order given
+        by_name = {f.family: f for f in chosen}
+        chosen = [by_name[name] for name in args.families.split(",") if name in by_name]
     conditions = [c for c in args.conditions.split(",") if c]
     trainable = [s for s in samples if s.source not in EVALUATION_REALS]
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
