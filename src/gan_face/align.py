@@ -126,6 +126,7 @@ class FaceAligner:
         self.settings = settings
         self.detect_size = settings.detect_size
         self.min_face_size = settings.min_face_size
+        self.thresholds = tuple(thresholds)
         self._mtcnn = MTCNN(
             min_face_size=self.min_face_size, thresholds=list(thresholds), select_largest=True, device=device
         ).eval()
@@ -143,24 +144,33 @@ class FaceAligner:
         canvases, scales = zip(*(self._letterbox(img) for img in images))  # scales: (sx, sy) per image
         import torch
 
-        batch = np.stack(canvases)
+        from ._mtcnn import detect_faces
+
         with torch.inference_mode():
-            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            detections = detect_faces(
+                np.stack(canvases),
+                self._mtcnn.pnet,
+                self._mtcnn.rnet,
+                self._mtcnn.onet,
+                min_face_size=self.min_face_size,
+                thresholds=self.thresholds,
+                factor=self._mtcnn.factor,
+                device=self._mtcnn.device,
+            )
         faces = []
-        for i, scale in enumerate(scales):
-            if boxes[i] is None:
-                faces.append([])
-                continue
-            sx, sy = scale
-            found = [
-                Face(
-                    box=(float(box[0]) / sx, float(box[1]) / sy, float(box[2]) / sx, float(box[3]) / sy),
-                    confidence=float(prob),
-                    landmarks=Landmarks.from_array(np.asarray(pts, dtype=np.float64) / [sx, sy]),
+        for found, (sx, sy) in zip(detections, scales):
+            faces.append(
+                order_faces(
+                    [
+                        Face(
+                            box=(float(box[0]) / sx, float(box[1]) / sy, float(box[2]) / sx, float(box[3]) / sy),
+                            confidence=float(prob),
+                            landmarks=Landmarks.from_array(np.asarray(pts, dtype=np.float64) / [sx, sy]),
+                        )
+                        for box, prob, pts in zip(found.boxes, found.probs, found.points)
+                    ]
                 )
-                for box, prob, pts in zip(boxes[i], probs[i], points[i])
-            ]
-            faces.append(order_faces(found))
+            )
         return faces
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
