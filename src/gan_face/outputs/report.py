@@ -1,7 +1,8 @@
 """Report rows and their writers: CSV and JSONL.
 
 A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
-(the explanation of the evidence that weighed most) and ``check_<name>`` for every check's score. JSONL rows
+(the explanation of the evidence that weighed most), ``check_<name>`` for every check's score and
+``not_computed`` (the checks skipped for this image, space-separated; see ``Detector(checks="auto")``). JSONL rows
 also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null only when
 ``error`` is set.
 """
@@ -13,6 +14,7 @@ import io
 import json
 from typing import IO, Any, Iterable, Mapping, Sequence
 
+from ..checks import not_computed
 from ..result import Verdict
 from .files import safe_text
 
@@ -20,7 +22,7 @@ BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error
 
 
 def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
-    return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names)
+    return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names) + ("not_computed",)
 
 
 def main_reason(verdict: Verdict) -> str:
@@ -48,6 +50,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
         result = verdict.checks.get(name)
         score = None if result is None else result.score
         row[f"check_{name}"] = None if score is None else round(score, 6)
+    row["not_computed"] = " ".join(not_computed(verdict.checks))  # empty: every check was computed
     row["image_size"] = list(verdict.image_size)
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
     row["explanations"] = {name: result.explanation for name, result in verdict.checks.items()}
