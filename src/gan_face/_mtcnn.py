@@ -98,7 +98,7 @@ def detect_faces(
     boxes, image_inds = _drop_empty(boxes, image_inds, w, h)
     stage2: list[torch.Tensor] = [torch.zeros(0, 5, device=device)] * n
     if len(boxes):
-        reg, probs = _run(rnet, _crops(table, boxes, image_inds, w, h, 24, device))
+        reg, probs = _run(rnet, _crops(table, boxes, image_inds, w, h, 24, device), RNET_CHUNK)
         score = probs[:, 1]
         keep = score > thresholds[1]
         boxes = torch.cat([boxes[keep, :4], score[keep, None]], dim=1)
@@ -113,7 +113,7 @@ def detect_faces(
     boxes, image_inds = _drop_empty(boxes, image_inds, w, h)
     results = [Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))] * n
     if len(boxes):
-        reg, marks, probs = _run(onet, _crops(table, boxes, image_inds, w, h, 48, device))
+        reg, marks, probs = _run(onet, _crops(table, boxes, image_inds, w, h, 48, device), ONET_CHUNK)
         score = probs[:, 1]
         keep = score > thresholds[2]
         boxes = torch.cat([boxes[keep, :4], score[keep, None]], dim=1)
@@ -134,16 +134,18 @@ def detect_faces(
     return results
 
 
-def _run(net: torch.nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return _in_chunks(net, (crops - 127.5) * 0.0078125, CROP_CHUNK)
+def _run(net: torch.nn.Module, crops: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
+    return _in_chunks(net, (crops - 127.5) * 0.0078125, chunk)
 
 
 #: Rows per network call. The math libraries pick their kernels by batch size, so the same image gives outputs
 #: that differ in the last bits (1e-7) in batches of 1, 8 or 32, and a box edge that lands on a pixel boundary
 #: can then move a whole pixel. Calls of one fixed size (the last one padded) give every image the same bits
-#: wherever it sits. 8 images of P-Net or 16 crops cost the same per image as larger batches.
+#: wherever it sits. 8 images for P-Net, 64 crops for R-Net and 16 for O-Net (the last call is padded, and an
+#: image has about 40 R-Net and 8 O-Net candidates) cost about the same per image as larger batches.
 IMAGE_CHUNK = 8
-CROP_CHUNK = 16
+RNET_CHUNK = 64
+ONET_CHUNK = 16
 
 
 def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
