@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gan_face._runtime import tune_allocator
 from gan_face.card import ModelCard
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gan-face-simulation")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-only", action="store_true", help="stop after timing the fine-tuning (steps 1-3)")
     args = parser.parse_args()
     tune_allocator()
 
@@ -109,7 +111,9 @@ def main() -> int:
     )
     minutes = (time.time() - start) / 60
     print(report.table())
-    print(f"fine-tuning took {minutes:.1f} min")
+    print(f"fine-tuning took {minutes:.1f} min (torch threads after it: {torch.get_num_threads()})")
+    if args.time_only:
+        return 0
 
     # 4. before and after, on the rest of the new source and on the other sources
     used = {s.path for s in fakes}
