@@ -274,7 +274,7 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
     clock = time.thread_time
     detector = Detector()
     aligner, cnn = detector.aligner, detector.cnn
-    nets = aligner._mtcnn
+    nets = aligner if hasattr(aligner, "pnet") else aligner._mtcnn  # older checkouts
 
     def timed(module, key):
         forward = module.forward

@@ -1,4 +1,5 @@
-"""Face detection (MTCNN from facenet-pytorch) and FFHQ-style alignment by a similarity transform.
+"""Face detection (MTCNN: facenet-pytorch's networks and weights, run by ``_mtcnn``) and FFHQ-style alignment by
+a similarity transform.
 
 Conventions, used by every check:
 
@@ -121,17 +122,15 @@ class FaceAligner:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         device: str | None = None,
     ) -> None:
-        from facenet_pytorch import MTCNN  # heavy import, deferred until a detector is really built
+        from ._mtcnn import load_nets  # heavy (torch), deferred until a detector is really built
 
         self.settings = settings
         self.detect_size = settings.detect_size
         self.min_face_size = settings.min_face_size
         self.thresholds = tuple(thresholds)
-        self._mtcnn = MTCNN(
-            min_face_size=self.min_face_size, thresholds=list(thresholds), select_largest=True, device=device
-        ).eval()
-        for stage in ("pnet", "rnet", "onet"):
-            setattr(self._mtcnn, stage, _channels_last(getattr(self._mtcnn, stage)))
+        self.factor = 0.709  # MTCNN's scale step between pyramid levels
+        self.device = device
+        self.pnet, self.rnet, self.onet = load_nets(device)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in one RGB image, the main face first (see :func:`order_faces`). Empty list: no face."""
@@ -149,13 +148,13 @@ class FaceAligner:
         with torch.inference_mode():
             detections = detect_faces(
                 np.stack(canvases),
-                self._mtcnn.pnet,
-                self._mtcnn.rnet,
-                self._mtcnn.onet,
+                self.pnet,
+                self.rnet,
+                self.onet,
                 min_face_size=self.min_face_size,
                 thresholds=self.thresholds,
-                factor=self._mtcnn.factor,
-                device=self._mtcnn.device,
+                factor=self.factor,
+                device=self.device,
             )
         faces = []
         for found, (sx, sy) in zip(detections, scales):
@@ -181,22 +180,6 @@ class FaceAligner:
         canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
         return canvas, (new_w / width, new_h / height)  # exact per axis, rounding included
-
-
-def _channels_last(net):
-    """``net`` (an MTCNN stage) running in channels-last memory layout: the same numbers, and its max-pooling
-    is about 3x faster on CPUs than in the default layout (P-Net's pooling was a third of detection time)."""
-    import torch
-
-    class ChannelsLast(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner.to(memory_format=torch.channels_last)
-
-        def forward(self, x: torch.Tensor):
-            return self.inner(x.contiguous(memory_format=torch.channels_last))
-
-    return ChannelsLast(net)
 
 
 def order_faces(faces: Sequence[Face]) -> list[Face]:
