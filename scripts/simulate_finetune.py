@@ -100,7 +100,7 @@ def main() -> int:
     link_folder(real_pick, args.work / "user" / "real")
 
     # 3. fine-tune, timed
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     report = finetune(
         args.work / "user" / "real",
         args.work / "user" / "fake",
@@ -110,8 +110,12 @@ def main() -> int:
         cache_dir=args.work / "cache",
     )
     minutes = (time.time() - start) / 60
+    cpu_share = (time.process_time() - cpu_start) / max(time.time() - start, 1e-9)
     print(report.table())
-    print(f"fine-tuning took {minutes:.1f} min (torch threads after it: {torch.get_num_threads()})")
+    print(
+        f"fine-tuning took {minutes:.1f} min, using {cpu_share:.2f} CPUs on average "
+        f"(torch threads after it: {torch.get_num_threads()})"
+    )
     if args.time_only:
         return 0
 
