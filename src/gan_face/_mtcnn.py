@@ -292,26 +292,30 @@ def _crops(
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """torchvision's ``ops.nms`` in numpy: indices of the boxes kept, by decreasing score (ties in input order);
     a box is dropped when its intersection over union with a kept one exceeds ``threshold``. Same float32
-    arithmetic, so the same decisions."""
+    arithmetic (the overlap is symmetric, so a matrix of all pairs holds the values torchvision computes one by
+    one), so the same decisions."""
     b = boxes.detach().cpu().numpy().astype(np.float32, copy=False)
-    s = scores.detach().cpu().numpy()
+    order = np.argsort(-scores.detach().cpu().numpy(), kind="stable")
+    b = b[order]
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-s, kind="stable")
-    suppressed = np.zeros(len(b), dtype=bool)
-    keep = []
+    w = np.maximum(np.float32(0), np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]))
+    h = np.maximum(np.float32(0), np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]))
+    inter = w * h
     with np.errstate(divide="ignore", invalid="ignore"):
-        for position, i in enumerate(order):
-            if suppressed[i]:
-                continue
-            keep.append(i)
-            rest = order[position + 1 :]
-            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-            inter = w * h
-            overlap = inter / (areas[i] + areas[rest] - inter)
-            suppressed[rest[overlap.astype(np.float64) > threshold]] = True
-    return torch.as_tensor(np.array(keep, dtype=np.int64), device=boxes.device)
+        overlap = inter / (areas[:, None] + areas[None] - inter)
+    suppresses = (overlap.astype(np.float64) > threshold).tolist()
+    removed = [False] * len(b)
+    keep = []
+    for i in range(len(b)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        row = suppresses[i]
+        for j in range(i + 1, len(b)):
+            if row[j]:
+                removed[j] = True
+    return torch.as_tensor(order[np.array(keep, dtype=np.int64)], device=boxes.device)
 
 
 def nms_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str) -> np.ndarray:
