@@ -67,6 +67,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-only", action="store_true", help="stop after timing the fine-tuning (steps 1-3)")
+    parser.add_argument(
+        "--keep-fusion", action="store_true", help="skip step 1 (the base keeps its fusion): for timing runs only"
+    )
     args = parser.parse_args()
     tune_allocator()
 
@@ -85,11 +88,12 @@ def main() -> int:
     base_card = args.work / "base.json"
     base.save(base_card)  # its weights stay where they are, named by absolute path
     others = [s for s in calibration if s.source != args.source]
-    fusion, threshold = fit_on_rows(
-        score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
-        features=base.fusion.features,
-    )
-    base.replace(fusion=fusion, threshold=threshold).save(base_card)
+    if not args.keep_fusion:
+        fusion, threshold = fit_on_rows(
+            score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
+            features=base.fusion.features,
+        )
+        base.replace(fusion=fusion, threshold=threshold).save(base_card)
 
     # 2. the user's folders
     new_fakes = [s for s in calibration if s.source == args.source]
