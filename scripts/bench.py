@@ -1,24 +1,37 @@
-"""Benchmark scanning a folder of 400x400 JPEG avatars: full scan rate beside decode-only and detector-only.
+"""Benchmark scanning a folder of 400x400 JPEG avatars, as a user runs it, beside decode-only and detector-only.
 
-    python scripts/bench.py [--data ../shared/data] [--n 400] [--memory 1000,10000] [--json bench.json]
+    python scripts/bench.py [--data ../shared/data] [--n 1000] [--threads N] [--memory 1000,10000]
+                            [--profile 256] [--json bench.json]
 
 Builds the folder once (the avatar condition of DESIGN.md: centre square, 400 px, JPEG 85, from the data tree's
-images, or from scikit-image's astronaut when there is no data), then in one run measures on the same files:
+images, or from scikit-image's astronaut when there is no data), then measures on the same files in one run:
 
-* decode only: the scan's own parallel loader, nothing else;
-* face detector only: MTCNN on the decoded images (decode excluded);
-* full scan: ``gan-face scan`` end to end (decode, detection, CNN, every check, CSV rows);
-* peak memory of a full scan in a fresh process, for each ``--memory`` folder size (files repeated by links).
+* decode only: the files decoded by as many threads as the scan uses, nothing else;
+* face detector only: the model's face detector on the decoded images (decode excluded), run both ways it can
+  use the cores (one worker per core with one torch thread each, as the scan runs it, and one worker with a
+  torch thread per core); the faster is the reference;
+* full scan: ``gan-face scan FOLDER -o scan.csv`` in a fresh process, start-up included (its peak memory too);
+* two scans started together on the same files (separate reports): their combined rate, beside one alone;
+* with ``--device cuda`` available, the full scan again on the GPU (else it says it was not measured);
+* ``--memory``: peak memory of full scans of larger folders (files repeated by links);
+* ``--profile N``: CPU time per image of each stage (decode, face detection per pyramid level, alignment, CNN,
+  each check, fusion, CSV rows) on N files, one thread: where the time goes.
+
+It runs with whatever code ``gan_face`` imports (``PYTHONPATH=src`` for this tree), so an older checkout can be
+measured the same way; ``--scan-args`` adds options to the scans (for example ``--checks all``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,104 +72,268 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def peak_memory_of_scan(folder: Path, size: int, base: list[Path]) -> dict:
-    """Peak RSS of ``gan-face scan`` on a folder of ``size`` files (links to the base avatars)."""
-    big = folder.parent / f"links_{size}"
+SCAN_CODE = (
+    "import resource, sys, time; start = time.perf_counter()\n"
+    "from gan_face.outputs.cli import main\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start)\n"
+)
+
+
+def start_scan(folder: Path, out: Path, extra: list[str]) -> subprocess.Popen:
+    """``gan-face scan folder -o out -q`` in a fresh Python process."""
+    command = [sys.executable, "-c", SCAN_CODE, "scan", str(folder), "-o", str(out), "-q", "--overwrite", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_scan(process: subprocess.Popen, start: float, files: int) -> dict:
+    stdout, stderr = process.communicate()
+    seconds = time.perf_counter() - start
+    if process.returncode != 0 or not stdout.strip():
+        raise RuntimeError(f"scan failed ({process.returncode}): {stderr[-2000:]}")
+    peak_kib, _ = stdout.strip().splitlines()[-1].split()
+    return {
+        "files": files,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(rate(files, seconds), 2),
+        "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+    }
+
+
+def timed_scans(folder: Path, files: int, extra: list[str], copies: int = 1) -> list[dict]:
+    """``copies`` scans of ``folder`` started together; each one's figures (its own wall time)."""
+    work = Path(tempfile.mkdtemp(prefix="gan-face-bench-"))
+    start = time.perf_counter()
+    processes = [start_scan(folder, work / f"scan{i}.csv", extra) for i in range(copies)]
+    return [finish_scan(p, start, files) for p in processes]
+
+
+def linked_folder(base: list[Path], size: int) -> Path:
+    big = base[0].parent.parent / f"links_{size}"
     big.mkdir(exist_ok=True)
     for i in range(size):
         link = big / f"a_{i:06d}.jpg"
         if not link.exists():
             link.symlink_to(base[i % len(base)].resolve())
-    out = Path(tempfile.mkdtemp()) / "scan.csv"
-    code = (
-        "import resource, sys; from gan_face.outputs.cli import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+    return big
+
+
+def set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def detector_rate(aligner, decoded: list, batch_size: int, workers: int) -> float:
+    """Images per second of the face detector alone over ``decoded``, ``workers`` batches at a time."""
+    batches = [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
+    aligner.detect_batch(batches[0])  # warm-up
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, "scan", str(big), "-o", str(out), "-q"], capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - start
-    peak_kib = int(done.stdout.strip().splitlines()[-1])
-    return {
-        "files": size,
-        "peak_rss_mib": round(peak_kib / 1024, 1),
-        "seconds": round(seconds, 1),
-        "images_per_s": round(rate(size, seconds), 1),
-    }
+    if workers == 1:
+        for batch in batches:
+            aligner.detect_batch(batch)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(aligner.detect_batch, batches))
+    return rate(len(decoded), time.perf_counter() - start)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--n", type=int, default=400, help="avatars in the timed folder")
+    parser.add_argument("--n", type=int, default=1000, help="avatars in the timed folder")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gan-face-bench")
-    parser.add_argument("--memory", default="", help="comma-separated folder sizes for the peak-memory runs")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available, as the scan does)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--scan-args", default="", help="extra options for the scans, e.g. '--checks all'")
+    parser.add_argument("--no-pair", action="store_true", help="skip the two-scans-at-once run")
+    parser.add_argument("--memory", default="", help="comma-separated folder sizes for the peak-memory runs")
+    parser.add_argument("--profile", type=int, default=0, help="files for the per-stage CPU profile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     from gan_face._runtime import tune_allocator
-    from gan_face.align import FaceAligner
     from gan_face.detector import Detector
     from gan_face.outputs.files import InputFile
-    from gan_face.outputs.scan import decoded_batches, run_scan
+    from gan_face.outputs.scan import decoded_batches
 
+    try:
+        from gan_face._runtime import resolve_threads
+    except ImportError:  # a checkout from before --threads: it used the CPUs it saw
+        resolve_threads = None
     tune_allocator()
-    import torch
-
-    threads = torch.get_num_threads()
+    threads = resolve_threads(args.threads) if resolve_threads else (args.threads or os.cpu_count() or 1)
+    extra = shlex.split(args.scan_args) + (["--threads", str(args.threads)] if args.threads else [])
     files = build_folder(args.workdir / "avatars", args.n, args.data if args.data.exists() else None)
+    folder = files[0].parent
+    if len(list(folder.glob("*.jpg"))) != len(files):  # the scan reads the folder: make it hold just these
+        folder = linked_folder(files, len(files))
     inputs = [InputFile(str(p), p.name) for p in files]
-    results: dict = {"n": len(files), "cpu_threads": threads, "batch_size": args.batch_size}
+    results: dict = {
+        "n": len(files),
+        "threads": threads,
+        "batch_size": args.batch_size,
+        "scan_args": extra,
+        "load_before": os.getloadavg()[0],
+    }
 
     start = time.perf_counter()
-    decoded = [img for _, batch in decoded_batches(inputs, args.batch_size, None, 2) for img in batch]
+    decoded = [img for _, batch in decoded_batches(inputs, args.batch_size, None, threads) for img in batch]
     results["decode_only_per_s"] = rate(len(files), time.perf_counter() - start)
 
-    aligner = FaceAligner()
-    aligner.detect_batch(decoded[: args.batch_size])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(decoded), args.batch_size):
-        aligner.detect_batch(decoded[i : i + args.batch_size])
-    results["detector_only_per_s"] = rate(len(files), time.perf_counter() - start)
-    del decoded
+    aligner = Detector().aligner  # the model's own face-search settings
+    set_torch_threads(1)
+    per_worker = detector_rate(aligner, decoded, args.batch_size, threads)
+    set_torch_threads(threads)
+    one_team = detector_rate(aligner, decoded, args.batch_size, 1)
+    results["detector_only_per_s"] = max(per_worker, one_team)
+    results["detector_only_ways"] = {
+        f"{threads} workers x 1 torch thread": per_worker,
+        f"1 worker x {threads} torch threads": one_team,
+    }
+    del decoded, aligner
 
-    detector = Detector()
-    detector.score_arrays([np.asarray(Image.open(files[0]).convert("RGB"))])  # warm-up
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        summary = run_scan(
-            detector,
-            inputs,
-            output=str(Path(tmp) / "scan.csv"),
-            fmt="csv",
-            batch_size=args.batch_size,
-            progress=False,
-        )
-        results["scan_per_s"] = rate(len(files), time.perf_counter() - start)
+    (scan,) = timed_scans(folder, len(files), extra)
+    results["scan"] = scan
+    results["scan_per_s"] = scan["images_per_s"]
+    results["scan_vs_detector"] = results["scan_per_s"] / results["detector_only_per_s"]
     results["scan_vs_decode"] = results["scan_per_s"] / results["decode_only_per_s"]
-    results["flagged"] = summary.flagged
+    if not args.no_pair:
+        pair = timed_scans(folder, len(files), extra, copies=2)
+        combined = rate(2 * len(files), max(p["seconds"] for p in pair))
+        results["two_scans"] = pair
+        results["two_scans_combined_per_s"] = combined
+        results["two_scans_vs_one"] = combined / results["scan_per_s"]
 
-    print(f"{len(files)} avatars (400x400 JPEG q85), {threads} threads, batch {args.batch_size}")
+    import torch
+
+    if torch.cuda.is_available():
+        (gpu,) = timed_scans(folder, len(files), extra + ["--device", "cuda"])
+        results["cuda"] = {**gpu, "device": torch.cuda.get_device_name(0)}
+    else:
+        results["cuda"] = None
+    results["load_after"] = os.getloadavg()[0]
+
+    print(f"{len(files)} avatars (400x400 JPEG q85), {threads} threads, batch {args.batch_size} {' '.join(extra)}")
+    print(f"  load average before/after   {results['load_before']:.2f} / {results['load_after']:.2f}")
     print(f"  decode only        {results['decode_only_per_s']:8.1f} images/s")
-    print(f"  face detector only {results['detector_only_per_s']:8.1f} images/s")
+    for way, value in results["detector_only_ways"].items():
+        print(f"  face detector only {value:8.1f} images/s  ({way})")
     print(
-        f"  full scan          {results['scan_per_s']:8.1f} images/s  "
-        f"({results['scan_vs_decode']:.3f} of decode-only)"
+        f"  full scan          {results['scan_per_s']:8.1f} images/s  (gan-face scan, start-up included: "
+        f"{results['scan_vs_detector']:.3f} of detector-only, {results['scan_vs_decode']:.3f} of decode-only; "
+        f"peak {scan['peak_rss_mib']:.0f} MiB)"
     )
+    if "two_scans" in results:
+        print(
+            f"  two scans at once  {results['two_scans_combined_per_s']:8.1f} images/s combined  "
+            f"({results['two_scans_vs_one']:.3f} of one scan alone; each "
+            + ", ".join(f"{p['seconds']:.1f} s" for p in results["two_scans"])
+            + ")"
+        )
+    if results["cuda"]:
+        gpu = results["cuda"]
+        print(f"  full scan on GPU   {gpu['images_per_s']:8.1f} images/s  ({gpu['device']})")
+    else:
+        print("  full scan on GPU   not measured (no CUDA device here)")
+
     memory = [int(s) for s in args.memory.split(",") if s]
     if memory:
-        results["memory"] = [peak_memory_of_scan(args.workdir / "avatars", size, files) for size in memory]
+        results["memory"] = [timed_scans(linked_folder(files, size), size, extra)[0] for size in memory]
         for row in results["memory"]:
             print(
                 f"  peak memory, {row['files']:6d} files: {row['peak_rss_mib']:7.1f} MiB "
-                f"({row['images_per_s']} images/s in a fresh process)"
+                f"({row['images_per_s']} images/s, fresh process)"
             )
+    if args.profile:
+        results["profile_ms_per_image"] = profile_stages(files[: args.profile], args.batch_size)
+        print(f"  CPU time per image, one thread, {min(args.profile, len(files))} files (ms):")
+        for stage, ms in results["profile_ms_per_image"].items():
+            print(f"    {stage:40s} {ms:7.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
+    """CPU milliseconds per image of each stage of a scan, on one thread (``time.thread_time``: other load on
+    the machine does not count, though it still slows the caches)."""
+    import io
+    from collections import defaultdict
+
+    import torch
+
+    from gan_face.checks import CHECKS
+    from gan_face.cnn import crop_for_cnn
+    from gan_face.detector import Detector
+    from gan_face.io import load_image
+    from gan_face.outputs.report import CsvRowWriter, columns_for, verdict_row
+
+    torch.set_num_threads(1)
+    spent: dict[str, float] = defaultdict(float)
+    clock = time.thread_time
+    detector = Detector()
+    aligner, cnn = detector.aligner, detector.cnn
+    nets = aligner if hasattr(aligner, "pnet") else aligner._mtcnn  # older checkouts
+
+    def timed(module, key):
+        forward = module.forward
+
+        def wrapper(x, *rest):
+            start = clock()
+            out = forward(x, *rest)
+            spent[key(x)] += clock() - start
+            return out
+
+        module.forward = wrapper
+
+    timed(nets.pnet, lambda x: f"detect: P-Net at {x.shape[2]}x{x.shape[3]}")
+    timed(nets.rnet, lambda x: "detect: R-Net")
+    timed(nets.onet, lambda x: "detect: O-Net")
+    detector.score_arrays([load_image(str(files[0]))])  # warm-up
+    spent.clear()
+    handle = io.StringIO()
+    writer = CsvRowWriter(handle, columns_for(detector.report_check_names))
+    for i in range(0, len(files), batch_size):
+        start = clock()
+        images = [load_image(str(p)) for p in files[i : i + batch_size]]
+        spent["decode"] += clock() - start
+        start = clock()
+        for image in images:
+            aligner._letterbox(image)
+        spent["detect: letterbox to the detector's size"] += clock() - start
+        start = clock()
+        all_faces = aligner.detect_batch(images)
+        spent["detect: total"] += clock() - start
+        mains = [faces[0] if faces else None for faces in all_faces]
+        start = clock()
+        crops = [crop_for_cnn(img, face, cnn.config) for img, face in zip(images, mains) if face is not None]
+        spent["alignment (CNN crops)"] += clock() - start
+        start = clock()
+        cnn.logits(crops)
+        spent["CNN forward"] += clock() - start
+        cnn_results = cnn.score_faces(images, mains)
+        checks = []
+        for image, face in zip(images, mains):
+            found = {}
+            for name in detector.check_names:
+                start = clock()
+                found[name] = CHECKS[name](image, face)
+                spent[f"check: {name}"] += clock() - start
+            checks.append(found)
+        start = clock()
+        verdicts = [detector._verdict(*args) for args in zip(images, all_faces, cnn_results, checks)]
+        spent["fusion and verdict"] += clock() - start
+        start = clock()
+        for k, verdict in enumerate(verdicts):
+            writer.write(verdict_row(str(k), verdict, detector.report_check_names))
+        spent["CSV rows"] += clock() - start
+    nets_total = sum(v for k, v in spent.items() if k.startswith("detect: ") and "Net" in k)
+    letterbox = spent["detect: letterbox to the detector's size"]
+    spent["detect: other (NMS, crops for R/O-Net, Python)"] = spent["detect: total"] - nets_total - letterbox
+    n = len(files)
+    order = sorted(spent, key=lambda k: (not k.startswith("decode"), not k.startswith("detect"), k))
+    return {k: round(1000 * spent[k] / n, 2) for k in order}
 
 
 if __name__ == "__main__":

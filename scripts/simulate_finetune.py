@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gan_face._runtime import tune_allocator
 from gan_face.card import ModelCard
@@ -65,6 +66,10 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gan-face-simulation")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-only", action="store_true", help="stop after timing the fine-tuning (steps 1-3)")
+    parser.add_argument(
+        "--keep-fusion", action="store_true", help="skip step 1 (the base keeps its fusion): for timing runs only"
+    )
     args = parser.parse_args()
     tune_allocator()
 
@@ -83,11 +88,12 @@ def main() -> int:
     base_card = args.work / "base.json"
     base.save(base_card)  # its weights stay where they are, named by absolute path
     others = [s for s in calibration if s.source != args.source]
-    fusion, threshold = fit_on_rows(
-        score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
-        features=base.fusion.features,
-    )
-    base.replace(fusion=fusion, threshold=threshold).save(base_card)
+    if not args.keep_fusion:
+        fusion, threshold = fit_on_rows(
+            score_samples(Detector(weights=base_card), others, CONDITIONS, progress=False),
+            features=base.fusion.features,
+        )
+        base.replace(fusion=fusion, threshold=threshold).save(base_card)
 
     # 2. the user's folders
     new_fakes = [s for s in calibration if s.source == args.source]
@@ -98,7 +104,7 @@ def main() -> int:
     link_folder(real_pick, args.work / "user" / "real")
 
     # 3. fine-tune, timed
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     report = finetune(
         args.work / "user" / "real",
         args.work / "user" / "fake",
@@ -108,8 +114,14 @@ def main() -> int:
         cache_dir=args.work / "cache",
     )
     minutes = (time.time() - start) / 60
+    cpu_share = (time.process_time() - cpu_start) / max(time.time() - start, 1e-9)
     print(report.table())
-    print(f"fine-tuning took {minutes:.1f} min")
+    print(
+        f"fine-tuning took {minutes:.1f} min, using {cpu_share:.2f} CPUs on average "
+        f"(torch threads after it: {torch.get_num_threads()})"
+    )
+    if args.time_only:
+        return 0
 
     # 4. before and after, on the rest of the new source and on the other sources
     used = {s.path for s in fakes}

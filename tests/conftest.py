@@ -16,6 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GAN_FACE_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """``gan-face scan`` run in-process (CliRunner) sets torch to one thread per operation, as the command should;
+    later tests get the process's thread count back (numbers differ in the last digits between thread counts)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "fake").is_dir():

@@ -78,3 +78,34 @@ def test_multiple_faces_rule():
     assert not has_other_prominent_face([face(100), face(20)])  # a small face in the background
     assert not has_other_prominent_face([face(100), face(80, confidence=0.5)])
     assert has_other_prominent_face([face(100), face(70)])
+
+
+def test_our_nms_makes_torchvisions_decisions():
+    """``_mtcnn.nms`` replaces torchvision's (whose import cost seconds of start-up): same boxes kept, same order,
+    ties in score included."""
+    import torch
+    from torchvision.ops import nms as torchvision_nms
+
+    from gan_face._mtcnn import nms
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        k = int(rng.integers(1, 60))
+        corner, size = rng.uniform(-20, 150, (k, 2)), rng.uniform(0, 60, (k, 2))
+        boxes = torch.tensor(np.hstack([corner, corner + size]), dtype=torch.float32)
+        scores = rng.choice([0.7, 0.9, 0.95, 1.0], k) if trial % 2 else rng.uniform(0, 1, k)
+        scores = torch.tensor(scores, dtype=torch.float32)
+        for threshold in (0.5, 0.7):
+            assert torch.equal(nms(boxes, scores, threshold), torchvision_nms(boxes, scores, threshold))
+
+
+def test_scoring_imports_neither_facenet_pytorch_nor_torchvision():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from gan_face.align import FaceAligner; from skimage import data\n"
+        "assert FaceAligner().detect(data.astronaut())\n"
+        "assert 'torchvision' not in sys.modules and 'facenet_pytorch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -59,7 +59,7 @@ def test_small_finetune_keeps_the_base_threshold_and_says_why(small_finetune):
     assert "needs at least 100" in result.output and "kept" in result.output  # the warning, with the numbers
     assert f"threshold {shipped.threshold:.4f}" in result.output  # the threshold is printed
     assert "95% interval" in result.output  # the expected FPR with its interval
-    assert "fine-tuning" in result.output and "epoch 1/1" in result.output  # progress was shown
+    assert "training:" in result.output and "epoch 1/1" in result.output  # progress was shown
 
 
 def test_finetuned_card_carries_its_own_evaluation_and_readable_weights(small_finetune):

@@ -6,15 +6,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Literal, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
 from .align import Face, FaceAligner, has_other_prominent_face
 from .card import ModelCard
-from .checks import CHECKS, run_checks
+from .checks import CHECKS, NotComputed, run_checks
 from .errors import AnalysisError, GanFaceError
 from .io import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .result import CheckResult, Status, Verdict
@@ -27,6 +29,13 @@ MIN_FACE_PIXELS = 40
 MIN_FACE_CONFIDENCE = 0.95
 #: Images scored together (detection and CNN batches); every batching caller defaults to this.
 DEFAULT_BATCH_SIZE = 32
+#: With ``checks="auto"``, the checks that carry no weight in the likelihood (they only explain) are computed for
+#: images whose log-odds are at most this far below the threshold's: flagged images and those near the line.
+#: 2.0 is odds within a factor of e^2 ~ 7.4: likelihood >= 0.83 at the shipped threshold 0.973.
+EXPLAIN_MARGIN = 2.0
+
+CheckPolicy = Literal["all", "auto"]
+T = TypeVar("T")
 
 
 class Detector:
@@ -35,6 +44,16 @@ class Detector:
     ``weights``: ``None`` for the model shipped with the package, or the path of a fine-tuned model (its
     ``.safetensors`` or its ``.json`` card). ``device``: ``"cpu"``, ``"cuda"``, ... (default: CPU).
     ``threshold`` overrides the card's operating point for ``Verdict.synthetic``.
+
+    ``checks``: ``"all"`` (default) computes every check for every image. ``"auto"`` computes the evidence the
+    likelihood is made of (in the shipped model the CNN and the eye position) for every image, and the checks
+    that only explain (symmetry, background, spectrum) for the images that are flagged or near the threshold
+    (:data:`EXPLAIN_MARGIN`); elsewhere they are :class:`~gan_face.checks.NotComputed` results, score ``None``,
+    saying so. Likelihoods and flags are the same either way.
+
+    ``workers``: how many threads score batches side by side in :meth:`score_many` (each decoding and scoring a
+    whole batch). More than 1 pays only with torch at one thread per operation: see
+    :func:`gan_face._runtime.configure_threads`, which the command line calls.
     """
 
     def __init__(
@@ -44,7 +63,13 @@ class Detector:
         *,
         threshold: Optional[float] = None,
         max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+        checks: CheckPolicy = "all",
+        workers: int = 1,
     ) -> None:
+        if checks not in ("all", "auto"):
+            raise ValueError(f"checks must be 'all' or 'auto', got {checks!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.card: ModelCard = ModelCard.load(weights)
         self.threshold = self.card.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
@@ -53,6 +78,12 @@ class Detector:
         self.device = device
         self.aligner = FaceAligner(self.card.detector, device=device)
         self.check_names = tuple(name for name in CHECKS if name != "cnn")
+        self.checks = checks
+        self.workers = int(workers)
+        weighted = set(self.card.fusion.features)
+        #: the checks the likelihood is made of, always computed; the others only explain
+        self.weighted_checks = tuple(name for name in self.check_names if name in weighted)
+        self.explaining_checks = tuple(name for name in self.check_names if name not in weighted)
         self.cnn = None
         if self.card.cnn is not None:
             from .cnn import load_cnn
@@ -88,26 +119,49 @@ class Detector:
         An image the analysis fails on yields an :class:`~gan_face.errors.AnalysisError` in either mode. Only
         one batch is held in memory.
         """
-        batch: list[ImageInput] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) >= batch_size:
-                yield from self._score_batch(batch, errors)
-                batch = []
-        if batch:
-            yield from self._score_batch(batch, errors)
 
-    def _score_batch(self, sources: Sequence[ImageInput], errors: str) -> Iterator[Union[Verdict, GanFaceError]]:
-        loaded: list[Union[np.ndarray, GanFaceError]] = []
-        for source in sources:
+        def load(source: ImageInput) -> Union[np.ndarray, GanFaceError]:
             try:
-                loaded.append(load_image(source, max_pixels=self.max_pixels))
+                return load_image(source, max_pixels=self.max_pixels)
             except GanFaceError as exc:
-                if errors == "raise":  # first yield what came before it, in order, then raise
-                    yield from self.score_loaded(loaded)
-                    raise
-                loaded.append(exc)
-        yield from self.score_loaded(loaded)
+                return exc
+
+        for _, loaded, results in self.score_batches(_batches(images, batch_size), load):
+            for item, result in zip(loaded, results):
+                if errors == "raise" and isinstance(item, GanFaceError):
+                    raise item
+                yield result
+
+    def score_batches(
+        self, batches: Iterable[Sequence[T]], load: Callable[[T], Union[np.ndarray, GanFaceError]]
+    ) -> Iterator[tuple[Sequence[T], list[Union[np.ndarray, GanFaceError]], list[Union[Verdict, GanFaceError]]]]:
+        """For each batch of items, in order: the batch, its loaded images (``load(item)``: an array or an
+        error) and their results (:meth:`score_loaded`).
+
+        With ``workers > 1``, that many threads each load and score whole batches, so decoding overlaps
+        scoring without a thread pool of its own; at most ``workers + 1`` batches are in memory.
+        """
+
+        def run(batch: Sequence[T]):
+            loaded = [load(item) for item in batch]
+            return batch, loaded, self.score_loaded(loaded)
+
+        if self.workers == 1:
+            for batch in batches:
+                yield run(batch)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gan-face") as pool:
+            pending: deque = deque()
+            try:
+                for batch in batches:
+                    pending.append(pool.submit(run, batch))
+                    if len(pending) > self.workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def score_loaded(
         self, loaded: Sequence[Union[np.ndarray, GanFaceError]]
@@ -140,24 +194,35 @@ class Detector:
     def score_arrays(self, images: Sequence[np.ndarray]) -> list[Verdict]:
         """Score RGB ``uint8`` arrays that are already loaded (as :func:`gan_face.io.load_image` returns them).
 
-        The forensic checks (numpy, mostly outside the GIL) run on a thread pool while the CNN runs, so both
-        cores stay busy.
+        Each image's result depends on that image alone, not on the others in the call.
         """
         all_faces = self.aligner.detect_batch(list(images))
         mains = [faces[0] if faces else None for faces in all_faces]
-        pending = [
-            self._check_pool.submit(run_checks, image, face, self.check_names)
-            for image, face in zip(images, mains)
-        ]
         cnn_results = self.cnn.score_faces(images, mains) if self.cnn is not None else [None] * len(images)
-        return [
-            self._verdict(image, faces, cnn, checks.result())
-            for image, faces, cnn, checks in zip(images, all_faces, cnn_results, pending)
-        ]
+        verdicts = []
+        for image, faces, face, cnn in zip(images, all_faces, mains, cnn_results):
+            results = run_checks(image, face, self.weighted_checks)
+            if self.checks == "all":
+                results.update(run_checks(image, face, self.explaining_checks))
+                verdicts.append(self._ordered_verdict(image, faces, cnn, results))
+                continue
+            deferred = {name: NotComputed.of(name) for name in self.explaining_checks}
+            verdict = self._ordered_verdict(image, faces, cnn, {**results, **deferred})
+            if deferred and self.wants_explanation(verdict.likelihood):
+                results.update(run_checks(image, face, self.explaining_checks))
+                verdict = self._ordered_verdict(image, faces, cnn, results)
+            verdicts.append(verdict)
+        return verdicts
 
-    @functools.cached_property
-    def _check_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="gan-face-checks")
+    def wants_explanation(self, likelihood: Optional[float]) -> bool:
+        """Whether ``checks="auto"`` computes the explaining checks for an image of this likelihood."""
+        if likelihood is None:
+            return True
+        return _log_odds(likelihood) >= _log_odds(self.threshold) - EXPLAIN_MARGIN
+
+    def _ordered_verdict(self, image, faces, cnn, results: dict[str, CheckResult]) -> Verdict:
+        ordered = {name: results[name] for name in self.check_names if name in results}
+        return self._verdict(image, faces, cnn, ordered)
 
     def _verdict(
         self,
@@ -180,6 +245,22 @@ class Detector:
             contributions=fusion.contributions(scores),
             image_size=(image.shape[1], image.shape[0]),
         )
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(float(p), 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def face_status(faces: Sequence[Face]) -> Status:

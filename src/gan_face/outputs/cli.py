@@ -66,7 +66,20 @@ def main(verbose: int) -> None:
     "as <out>.network.png.",
 )
 @click.option(
-    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images."
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU threads to use (default: $GAN_FACE_THREADS, else the CPUs this process may use: affinity and "
+    "cgroup quota). Each thread decodes and scores whole batches; torch runs one thread per operation.",
+)
+@click.option("--workers", type=click.IntRange(1, 1024), hidden=True, help="Old name of --threads.")
+@click.option(
+    "--checks",
+    "check_policy",
+    type=click.Choice(["auto", "all"]),
+    default="auto",
+    show_default=True,
+    help="auto: the checks that only explain (no weight in the likelihood) are computed for flagged images and "
+    "those near the threshold, and listed under not_computed elsewhere; all: every check for every image.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def scan(
@@ -82,7 +95,9 @@ def scan(
     overwrite: bool,
     max_pixels: int,
     summary: bool,
-    workers: int,
+    threads: Optional[int],
+    workers: Optional[int],
+    check_policy: str,
     quiet: bool,
 ) -> None:
     """Score images and folders of images; one report row per file, in input order.
@@ -92,7 +107,7 @@ def scan(
     """
     from PIL import Image
 
-    from .._runtime import tune_allocator
+    from .._runtime import THREADS_ENV, configure_threads, tune_allocator
     from .files import discover
     from .network import NetworkView
     from .scan import check_output, format_for, run_scan
@@ -114,11 +129,22 @@ def scan(
         raise click.UsageError(str(exc)) from None
     if fmt == "html" and not output:
         raise click.UsageError("an HTML report needs -o report.html")
+    try:
+        threads = configure_threads(threads or workers)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (from {THREADS_ENV})") from None
     found = discover(paths, recursive=recursive)
     _warn_skipped(found.not_images, "files that are not images")
     _warn_skipped(found.subfolders, "subfolders (add --recursive to scan them)")
     files = found.files
-    detector = _load_detector(weights=weights, device=device, threshold=threshold, max_pixels=max_pixels)
+    detector = _load_detector(
+        weights=weights,
+        device=device,
+        threshold=threshold,
+        max_pixels=max_pixels,
+        checks=check_policy,
+        workers=threads,
+    )
     network = NetworkView() if summary else None
     try:
         result = run_scan(
@@ -131,7 +157,6 @@ def scan(
             batch_size=batch_size,
             progress=not quiet,
             network=network,
-            workers=workers,
         )
     except OutputExistsError as exc:
         raise click.UsageError(str(exc)) from None

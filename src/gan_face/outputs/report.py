@@ -1,7 +1,8 @@
 """Report rows and their writers: CSV and JSONL.
 
 A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
-(the explanation of the evidence that weighed most) and ``check_<name>`` for every check's score. JSONL rows
+(the explanation of the evidence that weighed most), ``check_<name>`` for every check's score and
+``not_computed`` (the checks skipped for this image, space-separated; see ``Detector(checks="auto")``). JSONL rows
 also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null when
 ``error`` is set, and when nothing the model weighs could be measured (``status`` says why: ``no_face``).
 """
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
 
+from ..checks import not_computed
 from ..result import Verdict
 from .files import safe_text
 
@@ -22,7 +24,7 @@ BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error
 
 
 def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
-    return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names)
+    return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names) + ("not_computed",)
 
 
 def main_reason(verdict: Verdict) -> str:
@@ -53,6 +55,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
         result = verdict.checks.get(name)
         score = None if result is None else result.score
         row[f"check_{name}"] = None if score is None else round(score, 6)
+    row["not_computed"] = " ".join(not_computed(verdict.checks))  # empty: every check was computed
     row["image_size"] = list(verdict.image_size)
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
     row["explanations"] = {name: result.explanation for name, result in verdict.checks.items()}

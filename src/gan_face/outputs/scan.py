@@ -7,6 +7,7 @@ only parses arguments and prints.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -221,7 +222,8 @@ def run_scan(
     """Score ``files`` with ``detector`` and write one row per file, in input order.
 
     ``network``, when given, is fed every scored image (for the network view of ``--summary``); an HTML report
-    builds one for its page if none is given.
+    builds one for its page if none is given. Files are decoded and scored by ``detector.workers`` threads
+    (``workers`` is no longer used: decoding has no threads of its own).
     """
     if fmt == "html" and network is None:
         network = NetworkView()
@@ -247,8 +249,10 @@ def run_scan(
 
     bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
     try:
-        for batch, loaded in decoded_batches(todo, batch_size, detector.max_pixels, workers):
-            for item, image, result in zip(batch, loaded, detector.score_loaded(loaded)):
+        batches = (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))
+        load = functools.partial(_load, max_pixels=detector.max_pixels)  # decoded in the detector's workers
+        for batch, loaded, results in detector.score_batches(batches, load):
+            for item, image, result in zip(batch, loaded, results):
                 if isinstance(result, GanFaceError):
                     summary.failed += 1
                     row = error_row(item.display, result, check_names)

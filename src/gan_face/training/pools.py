@@ -91,7 +91,7 @@ def build_pool(
     if workers > 1:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=_one_thread_per_process) as pool:
             for i, stack in tqdm(pool.imap(worker, jobs, chunksize=8), total=len(jobs), desc="crops", unit="img"):
                 crops[i] = stack
     else:
@@ -102,13 +102,18 @@ def build_pool(
     return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable)
 
 
+def _one_thread_per_process() -> None:
+    """In each pool process: one torch thread, as the processes already share the cores. Never called in the
+    main process (``workers=1`` runs the jobs there): the training loop that follows must keep every core."""
+    torch.set_num_threads(1)
+
+
 class _PoolWorker:
     def __init__(self, make_variant, variants: int, size: int, template: np.ndarray) -> None:
         self.make_variant, self.variants, self.size, self.template = make_variant, variants, size, template
 
     def __call__(self, job):
         index, path, points = job
-        torch.set_num_threads(1)
         image = load_image(path)
         stack = np.empty((self.variants, self.size, self.size, 3), np.uint8)
         for k in range(self.variants):
