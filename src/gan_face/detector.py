@@ -116,8 +116,8 @@ class Detector:
 
         With ``errors="return"`` an unreadable input yields its :class:`GanFaceError` in its place and the
         stream goes on; with ``"raise"`` (default) the error is raised once the images before it are yielded.
-        An image the analysis fails on yields an :class:`~gan_face.errors.AnalysisError` in either mode. Only
-        one batch is held in memory.
+        An image the analysis fails on yields an :class:`~gan_face.errors.AnalysisError` in either mode. At
+        most ``workers + 1`` batches are held in memory.
         """
 
         def load(source: ImageInput) -> Union[np.ndarray, GanFaceError]:
