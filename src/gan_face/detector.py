@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence, Ty
 
 import numpy as np
 
+from ._math import score_logit
 from .align import Face, FaceAligner, has_other_prominent_face
 from .card import ModelCard
 from .checks import CHECKS, NotComputed, run_checks
@@ -218,7 +218,7 @@ class Detector:
         """Whether ``checks="auto"`` computes the explaining checks for an image of this likelihood."""
         if likelihood is None:
             return True
-        return _log_odds(likelihood) >= _log_odds(self.threshold) - EXPLAIN_MARGIN
+        return score_logit(likelihood) >= score_logit(self.threshold) - EXPLAIN_MARGIN
 
     def _ordered_verdict(self, image, faces, cnn, results: dict[str, CheckResult]) -> Verdict:
         ordered = {name: results[name] for name in self.check_names if name in results}
@@ -245,11 +245,6 @@ class Detector:
             contributions=fusion.contributions(scores),
             image_size=(image.shape[1], image.shape[0]),
         )
-
-
-def _log_odds(p: float) -> float:
-    p = min(max(float(p), 1e-12), 1.0 - 1e-12)
-    return math.log(p / (1.0 - p))
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -12,11 +12,9 @@ import logging
 import os
 import shutil
 import sys
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional, Sequence, Union
+from typing import IO, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -181,29 +179,6 @@ def _load(item: InputFile, max_pixels: Optional[int]) -> Union[np.ndarray, GanFa
         return load_image(item.path, max_pixels=max_pixels)
     except GanFaceError as exc:
         return exc
-
-
-def decoded_batches(
-    files: Sequence[InputFile], batch_size: int, max_pixels: Optional[int], workers: int
-) -> Iterator[tuple[Sequence[InputFile], list[Union[np.ndarray, GanFaceError]]]]:
-    """Batches of files with their decoded images (or errors), decoding the next batch while this one is scored.
-
-    Pillow releases the GIL while decoding, so threads decode in parallel; at most three batches are in memory
-    (the one being scored and two being decoded).
-    """
-    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque = deque()
-        for batch in batches[:2]:
-            pending.append((batch, [pool.submit(_load, f, max_pixels) for f in batch]))
-        next_batch = 2
-        while pending:
-            batch, futures = pending.popleft()
-            if next_batch < len(batches):
-                upcoming = batches[next_batch]
-                pending.append((upcoming, [pool.submit(_load, f, max_pixels) for f in upcoming]))
-                next_batch += 1
-            yield batch, [future.result() for future in futures]
 
 
 def run_scan(

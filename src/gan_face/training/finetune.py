@@ -150,17 +150,15 @@ def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list,
     return train, calibration, report
 
 
-def _compare(base_card: str, new_card: str, samples: Sequence[Sample], threshold_note: str) -> dict:
-    from ..detector import Detector
-
-    result = {}
-    for when, card in (("before", base_card), ("after", new_card)):
-        detector = Detector(weights=card)
+def _compare(detectors: dict, samples: Sequence[Sample], threshold_note: str) -> tuple[dict, list[dict]]:
+    """Metrics of the ``"before"`` and ``"after"`` detectors on ``samples``, and the ``"after"`` rows."""
+    result: dict = {}
+    for when, detector in detectors.items():
         rows = score_samples(detector, samples, FINETUNE_CONDITIONS, progress=False)
         labels = np.array([r["sample"].label for r in rows])
         result[when] = metrics(labels, row_likelihoods(rows), detector.threshold)
     result["note"] = threshold_note
-    return result
+    return result, rows
 
 
 def finetune(
@@ -286,21 +284,21 @@ def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings
     report.threshold = card.threshold
 
     note = f"{report.calibration}; these metrics are on the report half, which neither step saw"
-    report.before_after["new generator (held out)"] = _compare(
-        str(base_card.path), str(card_path), held_report, note
-    )
-    reals = [s for s in held_report if s.label == 0]
-    if reals:
-        rows = score_samples(Detector(weights=card_path), reals, ("avatar",), progress=False)
-        flagged = int((row_likelihoods(rows) >= card.threshold).sum())
-        low, high = clopper_pearson(flagged, len(reals))
-        report.expected_fpr = {"flagged": flagged, "n_real": len(reals), "rate": flagged / len(reals),
-                               "low": low, "high": high}  # fmt: skip
+    # both models loaded once, for every comparison below
+    detectors = {"before": Detector(weights=base_card.path), "after": Detector(weights=card_path)}
+    report.before_after["new generator (held out)"], after_rows = _compare(detectors, held_report, note)
+    # the expected FPR: the report half's real photos as avatars, already scored by the comparison
+    real_avatars = [r for r in after_rows if r["sample"].label == 0 and r["condition"] == "avatar"]
+    if real_avatars:
+        flagged = int((row_likelihoods(real_avatars) >= card.threshold).sum())
+        low, high = clopper_pearson(flagged, len(real_avatars))
+        report.expected_fpr = {"flagged": flagged, "n_real": len(real_avatars),
+                               "rate": flagged / len(real_avatars), "low": low, "high": high}  # fmt: skip
     if base_validation:
         base_samples = index_tree(base_validation)
         step = max(1, len(base_samples) // base_validation_max)
-        report.before_after["base validation data"] = _compare(
-            str(base_card.path), str(card_path), base_samples[::step], "the base model's held-out data"
+        report.before_after["base validation data"], _ = _compare(
+            detectors, base_samples[::step], "the base model's held-out data"
         )
     report.minutes = round((time.time() - started) / 60, 2)
     finetune_section = {
