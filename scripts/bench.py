@@ -12,6 +12,8 @@ images, or from scikit-image's astronaut when there is no data), then measures o
   torch thread per core); the faster is the reference;
 * full scan: ``gan-face scan FOLDER -o scan.csv`` in a fresh process, start-up included (its peak memory too);
 * two scans started together on the same files (separate reports): their combined rate, beside one alone;
+* ``--compare A.json,B.json``: full scans with each model card, alternated (A B A B ...), so that models are
+  compared in the same run under the same load;
 * with ``--device cuda`` available, the full scan again on the GPU (else it says it was not measured);
 * ``--memory``: peak memory of full scans of larger folders (files repeated by links);
 * ``--profile N``: CPU time per image of each stage (decode, face detection per pyramid level, alignment, CNN,
@@ -157,6 +159,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scan-args", default="", help="extra options for the scans, e.g. '--checks all'")
     parser.add_argument("--no-pair", action="store_true", help="skip the two-scans-at-once run")
+    parser.add_argument("--compare", default="", help="comma-separated model cards to scan with, alternated")
+    parser.add_argument("--repeats", type=int, default=2, help="scans per model card for --compare")
     parser.add_argument("--memory", default="", help="comma-separated folder sizes for the peak-memory runs")
     parser.add_argument("--profile", type=int, default=0, help="files for the per-stage CPU profile")
     parser.add_argument("--json", type=Path)
@@ -212,6 +216,17 @@ def main() -> int:
         results["two_scans_combined_per_s"] = combined
         results["two_scans_vs_one"] = combined / results["scan_per_s"]
 
+    cards = [c for c in args.compare.split(",") if c]
+    if cards:
+        runs: dict[str, list[float]] = {card: [] for card in cards}
+        for _ in range(args.repeats):
+            for card in cards:
+                (one,) = timed_scans(folder, len(files), extra + ["--weights", card])
+                runs[card].append(one["images_per_s"])
+        results["compare"] = {
+            card: {"runs_per_s": v, "median_per_s": float(np.median(v))} for card, v in runs.items()
+        }
+
     import torch
 
     if torch.cuda.is_available():
@@ -238,6 +253,9 @@ def main() -> int:
             + ", ".join(f"{p['seconds']:.1f} s" for p in results["two_scans"])
             + ")"
         )
+    for card, row in results.get("compare", {}).items():
+        runs_text = ", ".join(f"{v:.1f}" for v in row["runs_per_s"])
+        print(f"  full scan, {Path(card).stem:14s} {row['median_per_s']:8.1f} images/s median ({runs_text})")
     if results["cuda"]:
         gpu = results["cuda"]
         print(f"  full scan on GPU   {gpu['images_per_s']:8.1f} images/s  ({gpu['device']})")

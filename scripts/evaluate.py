@@ -2,13 +2,15 @@
 
     python scripts/evaluate.py DATA [--weights models/gan-face-v1.json]
         [--conditions clean,avatar,laundered,cropped]
-        [--json results.json] [--threshold T]
+        [--json results.json] [--threshold T] [--save-rows rows.jsonl | --from-rows rows.jsonl]
 
 For each condition (clean; avatar: centre square, 400 px, JPEG 85; laundered: random size and JPEG quality;
 cropped: random 70-95% crop) runs the full pipeline on every image and reports, per source and per generator:
 AUC, TPR at 1% and 0.1% FPR, FPR and TPR at the shipped threshold, and expected calibration error; each fake
 source is measured against all real photos and each real source against all fakes. Also each check's AUC alone.
-Prints tables and writes everything to ``--json``.
+Prints tables and writes everything to ``--json``. ``--from-rows`` re-fuses rows saved by ``--save-rows`` (every
+check's score is in them) with the card's current fusion, without scoring again: for a card whose CNN is the same
+but whose fusion was refitted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gan_face.detector import Detector
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree
 from gan_face.training.metrics import evaluation_report, format_table
-from gan_face.training.scoring import save_rows, score_samples
+from gan_face.training.scoring import load_rows, save_rows, score_samples
 
 COLUMNS = ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fpr_at_threshold", "ece"]
 
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here (for a model card)")
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
+    parser.add_argument("--from-rows", type=Path, help="re-fuse rows saved by --save-rows with the same CNN")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -76,7 +79,14 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
     detector = Detector(weights=args.weights, threshold=args.threshold)
-    rows = score_samples(detector, samples, conditions, batch_size=args.batch_size, progress=not args.quiet)
+    if args.from_rows:
+        fusion = detector.card.fusion
+        rows = [r for r in load_rows(args.from_rows) if r["condition"] in conditions]
+        for row in rows:
+            row["likelihood"] = fusion.likelihood(row["scores"]) if fusion.has_evidence(row["scores"]) else None
+        samples = list({r["sample"].path: r["sample"] for r in rows}.values())
+    else:
+        rows = score_samples(detector, samples, conditions, batch_size=args.batch_size, progress=not args.quiet)
     if args.save_rows:
         save_rows(rows, args.save_rows)
     report = evaluation_report(rows, detector.threshold)

@@ -60,3 +60,35 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
     with pytest.raises(WeightsError, match=message) as caught:
         ModelCard.load(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["gan-face-v1"])
+def test_shipped_cards_measured_sections_pass_the_audit(name):
+    from gan_face.training.card_audit import audit_card
+
+    card = ModelCard.load(default_card_path().with_name(f"{name}.json"))
+    assert audit_card(card) == []
+    evaluation = card.sections["evaluation"]
+    assert evaluation["threshold"] == card.threshold
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda s: s["evaluation"].update(threshold=0.5), "made at threshold 0.5"),
+        (lambda s: s["evaluation"]["conditions"].pop("cropped"), "conditions missing: ['cropped']"),
+        (lambda s: s["training"]["train_sources"].append("fake/boredhumans_basemax"), "trained on"),
+        (lambda s: s["evaluation"]["conditions"]["avatar"]["by_source"]["all"].update(auc=1.2), "outside [0, 1]"),
+        (lambda s: s["fusion_fit"].update(features=["cnn"]), "not the card's fusion features"),
+    ],
+)
+def test_the_audit_finds_a_card_whose_tables_do_not_describe_it(edit, problem):
+    import copy
+
+    from gan_face.training.card_audit import audit_card
+
+    card = ModelCard.load(default_card_path().with_name("gan-face-v1.json"))
+    sections = copy.deepcopy(dict(card.sections))
+    edit(sections)
+    problems = audit_card(card.with_sections(**sections))
+    assert any(problem in p for p in problems), problems

@@ -80,6 +80,34 @@ def test_html_report_is_self_contained_and_flagged_first(avatars, tmp_path):
     assert "http://" not in page and "https://" not in page  # nothing fetched from the network
     assert page.index('data-flagged="1"') < page.index("zz_broken.jpg")  # flagged first, errors last
     assert "Network view" in page and "StyleGAN template" in page
+    assert "decided by: " in page  # whether the learnt model or a handcrafted check carried each decision
+
+
+@pytest.mark.parametrize(
+    "likelihood, contributions, decider",
+    [
+        (0.97, {"cnn": 2.5, "eyes": 0.4}, "cnn"),  # flagged on the CNN's word
+        (0.97, {"cnn": 0.3, "eyes": 1.9}, "eyes"),  # flagged on the eyes' word
+        (0.02, {"cnn": -3.0, "eyes": 0.6}, "cnn"),  # cleared: the strongest push towards "real"
+        (None, {}, None),
+    ],
+)
+def test_reason_says_whether_the_cnn_or_a_check_carried_the_decision(likelihood, contributions, decider):
+    from gan_face.outputs.report import main_reason
+
+    checks = {
+        "cnn": CheckResult("cnn", 0.9, "The neural network says so."),
+        "eyes": CheckResult("eyes", 0.8, "The eyes say so."),
+    }
+    verdict = Verdict(likelihood, 0.5, "ok" if likelihood is not None else "no_face", None, checks, contributions)
+    assert verdict.decided_by == decider and verdict.to_dict()["decided_by"] == decider
+    reason = main_reason(verdict)
+    if decider == "cnn":
+        assert reason.startswith("The neural network says so.") and "neural network (learnt)" in reason
+    elif decider == "eyes":
+        assert reason.startswith("The eyes say so.") and "the eyes check" in reason
+    else:
+        assert "no likelihood" in reason
 
 
 def test_html_report_renders_in_headless_chromium(avatars, tmp_path):

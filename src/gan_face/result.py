@@ -83,6 +83,18 @@ class Verdict:
     def __bool__(self) -> bool:
         return self.synthetic
 
+    @property
+    def decided_by(self) -> Optional[str]:
+        """The evidence that pushed hardest towards the decision: ``"cnn"`` (the learnt model) or a handcrafted
+        check's name; ``None`` when nothing was weighed."""
+        if self.likelihood is None:
+            return None
+        weighed = {k: v for k, v in self.contributions.items() if k in self.checks}
+        if not weighed:
+            return None
+        sign = 1.0 if self.synthetic else -1.0
+        return max(weighed, key=lambda k: sign * weighed[k])
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict with every field (used by the JSONL and HTML reports)."""
         return {
@@ -94,4 +106,5 @@ class Verdict:
             "face": None if self.face is None else self.face.to_dict(),
             "checks": {name: result.to_dict() for name, result in self.checks.items()},
             "contributions": {name: round(value, 4) for name, value in self.contributions.items()},
+            "decided_by": self.decided_by,
         }

@@ -28,17 +28,17 @@ def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
 
 
 def main_reason(verdict: Verdict) -> str:
-    """The explanation of the evidence that pushed hardest in the direction of the decision."""
+    """The explanation of the evidence that pushed hardest in the direction of the decision, and whether that was
+    the learnt model (the CNN) or a handcrafted check: a flag carried by the CNN alone is harder to defend."""
     if verdict.likelihood is None:
         found = "No face found: " if verdict.status == "no_face" else ""
         return f"{found}nothing the model weighs could be measured, so no likelihood is given (not flagged)."
-    contributions = {k: v for k, v in verdict.contributions.items() if k in verdict.checks}
-    if not contributions:
+    name = verdict.decided_by
+    if name is None:
         first = next(iter(verdict.checks.values()), None)
         return first.explanation if first else ""
-    sign = 1.0 if verdict.synthetic else -1.0
-    name = max(contributions, key=lambda k: sign * contributions[k])
-    return verdict.checks[name].explanation
+    decider = "the neural network (learnt), not a handcrafted check" if name == "cnn" else f"the {name} check"
+    return f"{verdict.checks[name].explanation} Decided mainly by {decider}."
 
 
 def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
     row["image_size"] = list(verdict.image_size)
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
     row["explanations"] = {name: result.explanation for name, result in verdict.checks.items()}
+    row["decided_by"] = verdict.decided_by
     return row
 
 

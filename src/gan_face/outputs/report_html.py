@@ -91,6 +91,7 @@ def render_html(
             row.setdefault("explanations", {})
             row.setdefault("image_size", None)
             row.setdefault("reason", "")
+            row.setdefault("decided_by", None)
             for name in check_names:
                 row.setdefault(f"check_{name}", None)
             yield i, row

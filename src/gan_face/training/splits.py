@@ -11,8 +11,9 @@ import numpy as np
 
 from .datasets import Sample
 
-#: Sources never trained on by the shipped model: one unknown GAN, one StyleGAN2 set (paired with real FFHQ
-#: photos processed the same way), news photos and two sets of profile-style headshots. They validate it.
+#: Sources never trained on by the shipped model (v2; v1 held out the first six): one unknown GAN, one StyleGAN2
+#: set (paired with real FFHQ photos processed the same way), news photos, three sets of profile-style headshots
+#: and studio portraits on a blank white wall. They calibrate and test it.
 DEFAULT_HOLDOUT = (
     "fake/boredhumans_basemax",
     "fake/tpdne_realorfake",
@@ -20,6 +21,8 @@ DEFAULT_HOLDOUT = (
     "real/lfw150_umass",
     "real/ropensci_people",
     "real/djangocon_us_people",
+    "real/speakers_fossasia2016",
+    "real/studio_amfd_realitybending",
 )
 
 
