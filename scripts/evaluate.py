@@ -3,6 +3,7 @@
     python scripts/evaluate.py DATA [--weights models/gan-face-v1.json]
         [--conditions clean,avatar,laundered,cropped]
         [--json results.json] [--threshold T] [--save-rows rows.jsonl | --from-rows rows.jsonl]
+        [--store-in-card "PROTOCOL"]
 
 For each condition (clean; avatar: centre square, 400 px, JPEG 85; laundered: random size and JPEG quality;
 cropped: random 70-95% crop) runs the full pipeline on every image and reports, per source and per generator:
@@ -10,7 +11,8 @@ AUC, TPR at 1% and 0.1% FPR, FPR and TPR at the shipped threshold, and expected 
 source is measured against all real photos and each real source against all fakes. Also each check's AUC alone.
 Prints tables and writes everything to ``--json``. ``--from-rows`` re-fuses rows saved by ``--save-rows`` (every
 check's score is in them) with the card's current fusion, without scoring again: for a card whose CNN is the same
-but whose fusion was refitted.
+but whose fusion was refitted. ``--store-in-card`` writes the report into the ``--weights`` card's ``evaluation``
+section, described by the protocol text given (which data, why it is held out).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here (for a model card)")
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--from-rows", type=Path, help="re-fuse rows saved by --save-rows with the same CNN")
+    parser.add_argument("--store-in-card", metavar="PROTOCOL", help="write the report into the --weights card")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -102,16 +105,23 @@ def main(argv=None) -> int:
     if args.markdown:
         args.markdown.write_text(markdown_tables(report, detector.threshold) + "\n")
         print(f"wrote {args.markdown}")
+    payload = {
+        "model": detector.card.name,
+        "threshold": detector.threshold,
+        "data": str(args.data),
+        "n_images": len(samples),
+        "conditions": report,
+    }
     if args.json:
-        payload = {
-            "model": detector.card.name,
-            "threshold": detector.threshold,
-            "data": str(args.data),
-            "n_images": len(samples),
-            "conditions": report,
-        }
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
         print(f"\nwrote {args.json}")
+    if args.store_in_card:
+        if args.threshold is not None or detector.card.path is None:
+            parser.error("--store-in-card needs --weights naming a card, scored at its own threshold")
+        stored = {k: v for k, v in payload.items() if k != "model"} | {"data": args.data.name}  # no local paths
+        evaluation = {"protocol": args.store_in_card, **stored}
+        detector.card.with_sections(evaluation=evaluation).save(detector.card.path)
+        print(f"wrote the evaluation into {detector.card.path}")
     return 0
 
 
