@@ -62,7 +62,7 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
     assert str(path) in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["gan-face-v1"])
+@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2"])
 def test_shipped_cards_measured_sections_pass_the_audit(name):
     from gan_face.training.card_audit import audit_card
 
@@ -92,3 +92,14 @@ def test_the_audit_finds_a_card_whose_tables_do_not_describe_it(edit, problem):
     edit(sections)
     problems = audit_card(card.with_sections(**sections))
     assert any(problem in p for p in problems), problems
+
+
+def test_an_older_shipped_model_loads_by_name(astronaut):
+    from gan_face import Detector
+    from gan_face.card import DEFAULT_MODEL, shipped_models
+
+    assert {"gan-face-v1", DEFAULT_MODEL} <= set(shipped_models())
+    assert ModelCard.load("gan-face-v1").name == "gan-face-v1" and ModelCard.load().name == DEFAULT_MODEL
+    assert Detector(weights="gan-face-v1").card.name == "gan-face-v1"
+    with pytest.raises(WeightsError, match="no such file"):
+        ModelCard.load("gan-face-v0")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import face_tree
 
-from gan_face.card import ModelCard
+from gan_face.card import DEFAULT_MODEL, ModelCard
 from gan_face.fusion import Fusion
 from gan_face.training.datasets import Sample
 from gan_face.training.fitting import refit_one
@@ -55,7 +55,7 @@ def test_finetune_on_a_tiny_tree_writes_a_loadable_calibrated_model(tree, tmp_pa
     assert card.load_state_dict()  # sha256 matches the file written
     assert 0.0 <= card.threshold <= 1.0
     section = card.sections["finetune"]
-    assert section["base"] == "gan-face-v1" and section["counts"]["real_train"] >= 6
+    assert section["base"] == DEFAULT_MODEL and section["counts"]["real_train"] >= 6
     assert set(report.before_after["new generator (held out)"]) >= {"before", "after"}
     assert "before" in report.table() and "after" in report.table()
     assert not list(tmp_path.glob("*staging*"))  # nothing half-written is left behind

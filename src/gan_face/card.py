@@ -29,7 +29,7 @@ from .align import CROP_TEMPLATE, DetectorSettings
 from .errors import WeightsError
 from .fusion import Fusion
 
-DEFAULT_MODEL = "gan-face-v1"
+DEFAULT_MODEL = "gan-face-v2"
 CARD_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,9 +97,10 @@ class ModelCard:
 
     @classmethod
     def load(cls, weights: str | os.PathLike[str] | None = None) -> "ModelCard":
-        """Read a card: ``None`` for the shipped model, else a card (``.json``) or a weights file's path."""
-        if weights is None:
-            card_path = default_card_path()
+        """Read a card: ``None`` for the default model, a shipped model's name (``"gan-face-v1"``), else a card
+        (``.json``) or a weights file's path."""
+        if weights is None or str(weights) in shipped_models():
+            card_path = default_card_path() if weights is None else shipped_card_path(str(weights))
             weights_given = None
         else:
             given = Path(weights)
@@ -200,7 +201,17 @@ class ModelCard:
 
 
 def default_card_path() -> Path:
-    return Path(str(resources.files("gan_face.models").joinpath(f"{DEFAULT_MODEL}.json")))
+    return shipped_card_path(DEFAULT_MODEL)
+
+
+def shipped_card_path(name: str) -> Path:
+    return Path(str(resources.files("gan_face.models").joinpath(f"{name}.json")))
+
+
+def shipped_models() -> tuple[str, ...]:
+    """Names of the models installed with the package (``--weights NAME`` loads one)."""
+    folder = resources.files("gan_face.models")
+    return tuple(sorted(f.name[: -len(".json")] for f in folder.iterdir() if f.name.endswith(".json")))
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:

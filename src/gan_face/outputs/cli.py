@@ -43,8 +43,8 @@ def main(verbose: int) -> None:
 )
 @click.option(
     "--weights",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A fine-tuned model (.safetensors or its .json card).",
+    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
+    ".json card).",
 )
 @click.option("--device", default=None, help="torch device, e.g. cuda (default: cpu).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(1, 1024))
@@ -232,7 +232,7 @@ def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
     "--base",
     default="default",
     show_default=True,
-    help="Model to start from: 'default' (shipped) or a .safetensors/.json path.",
+    help="Model to start from: 'default', a shipped model's name (gan-face-v1) or a .safetensors/.json path.",
 )
 # defaults live in gan_face.training.finetune.FinetuneSettings (not imported here: the training wing loads only
 # when this command runs); an option left out keeps that default
