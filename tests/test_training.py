@@ -140,3 +140,22 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, astr
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
     for key, value in whole.state_dict.items():
         assert torch.equal(value, resumed.state_dict[key]), key
+
+
+def test_the_face_cache_follows_content_not_path_or_mtime(tmp_path):
+    # the shared data is copied afresh each session (new mtimes): the cache must still hit, and an edited file
+    # must not reuse its old faces
+    import os
+
+    from gan_face.training.facecache import file_key
+
+    original = tmp_path / "a.jpg"
+    original.write_bytes(b"\xff\xd8 one version")
+    copy = tmp_path / "copy" / "a.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes(original.read_bytes())
+    os.utime(copy, (1_000_000, 1_000_000))
+    assert file_key(str(copy)) == file_key(str(original))
+    original.write_bytes(b"\xff\xd8 another one")
+    os.utime(original, (2_000_000, 2_000_000))
+    assert file_key(str(original)) != file_key(str(copy))

@@ -1,12 +1,15 @@
 """An on-disk cache of face detections for training and measurement, so MTCNN runs once per file, not per epoch.
 
-One JSON line per file, keyed by path, size and modification time, and written in the aligner's own settings'
-file name, so a change of detector settings never reuses stale landmarks. Appending line by line makes an
-interrupted run resumable.
+One JSON line per file, keyed by the file's content (size and SHA-256), and written in the aligner's own
+settings' file name, so a change of detector settings never reuses stale landmarks. Content, not path and
+modification time: a data tree copied afresh (new mtimes, another mount point) still hits the cache, and an
+edited file never reuses its old faces. Appending line by line makes an interrupted run resumable.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -21,9 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def file_key(path: str) -> str:
-    """Identifies a file's version: absolute path, size and modification time."""
+    """Identifies a file's content: size and SHA-256 (hashing all the shared data takes seconds; MTCNN on it,
+    minutes). Memoised per version of the file within a process, as pools ask again for the same files."""
     stat = os.stat(path)
-    return f"{os.path.abspath(path)}|{stat.st_size}|{int(stat.st_mtime)}"
+    return _content_key(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    return f"{size}|sha256:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
 
 
 def cache_file(cache_dir: str | os.PathLike[str], aligner: FaceAligner) -> Path:
