@@ -2,7 +2,8 @@
 
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo ...       # the folds, first
     python scripts/loo_finetune.py ../shared/data --work /tmp/gan-face-loo --family sd3 \\
-        --base models/gan-face-v2.json [--n-fake 200] [--n-real 300] [--json result.json]
+        --base models/gan-face-v2.json [--n-fake 200] [--n-real 300] [--distill-weight 1.0] \\
+        [--freeze-blocks 4] [--json result.json]
 
 The user's path when a generator appears is ``gan-face finetune`` on a folder of its faces and a folder of real
 photos; this measures it on a fold's model, the only model that never saw the family:
@@ -11,7 +12,8 @@ photos; this measures it on a fold's model, the only model that never saw the fa
    the CNN's term of the fusion and its calibration; the CNN is what is measured here).
 2. User folders: ``--n-fake`` faces of the family (seeded draw) and ``--n-real`` real photos of the training
    sources (never of the evaluation reals).
-3. ``gan_face.finetune`` with its defaults.
+3. ``gan_face.finetune`` with its defaults, or the distillation weight and frozen blocks given (the two knobs
+   that trade the new family's gain against the others' loss).
 4. Before and after, the CNN's logit alone on the fold's evaluation pool, as ``leave_one_out.py`` scores it: the
    rest of the family and every other family against the real sources no fold trains on, in every condition.
 """
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="/tmp/gan-face-cache")
     parser.add_argument("--n-fake", type=int, default=200)
     parser.add_argument("--n-real", type=int, default=300)
+    parser.add_argument("--distill-weight", type=float, default=FinetuneSettings.distill_weight)
+    parser.add_argument("--freeze-blocks", type=int, default=FinetuneSettings.freeze_blocks)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -83,8 +87,11 @@ def main(argv=None) -> int:
     base.save(work / "fold.json")
     write_split_tree(chosen_fakes, args.data, work / "fake")  # the user's folders (read recursively)
     write_split_tree(chosen_reals, args.data, work / "real")
+    settings = FinetuneSettings(
+        distill_weight=args.distill_weight, freeze_blocks=args.freeze_blocks, seed=args.seed, progress=True
+    )
     report = finetune(work / "real", work / "fake", work / "tuned.safetensors", base=work / "fold.json",
-                      settings=FinetuneSettings(progress=True), cache_dir=args.cache)  # fmt: skip
+                      settings=settings, cache_dir=args.cache)  # fmt: skip
 
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
     config = CnnConfig(input_size=base.cnn.input_size)
@@ -93,7 +100,18 @@ def main(argv=None) -> int:
         spec={"kind": "conditions", "conditions": list(CONDITIONS)}, workers=torch.get_num_threads(),
     )  # fmt: skip
     used = {s.path for s in chosen_fakes}
-    result = {"family": args.family, "n_fake": args.n_fake, "n_real": args.n_real, "minutes": report.minutes}
+    result = {
+        "family": args.family,
+        "n_fake": args.n_fake,
+        "n_real": args.n_real,
+        "n_rest": len(family) - args.n_fake,
+        "settings": {
+            "distill_weight": args.distill_weight,
+            "freeze_blocks": args.freeze_blocks,
+            "seed": args.seed,
+        },
+        "minutes": report.minutes,
+    }
     for when, card_path in (("before", work / "fold.json"), ("after", work / "tuned.json")):
         card = ModelCard.load(card_path)
         result[when] = family_auc(predict_pool(load_cnn(card).model, pool, card.cnn), pool, used)
