@@ -2,7 +2,7 @@
 
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo [--families sd3,stylegan2]
         [--epochs 3] [--samples-per-epoch 4000] [--variants 4] [--json loo.json] [--markdown loo.md]
-        [--card models/gan-face-v2.json]
+        [--card models/gan-face-v2.json] [--keep-partner-reals]
 
 The families, the evaluation reals and the per-fold schedule are in ``gan_face.training.folds``. Crop pools are
 built once (under ``--cache``) and shared by the folds; each fold checkpoints under ``--work`` after every epoch
@@ -27,7 +27,14 @@ from gan_face.card import CnnConfig, ModelCard
 from gan_face.training.augment import Augmentation
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree
-from gan_face.training.folds import EVALUATION_REALS, FAMILIES, folds, run_fold, short_schedule
+from gan_face.training.folds import (
+    EVALUATION_REALS,
+    FAMILIES,
+    PIPELINE_PARTNERS,
+    folds,
+    run_fold,
+    short_schedule,
+)
 from gan_face.training.loop import TrainSettings
 from gan_face.training.pools import ConditionVariants, TrainVariants, build_pool
 
@@ -53,6 +60,11 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="fold checkpoints and results")
     parser.add_argument("--cache", default="/tmp/gan-face-cache", help="face and crop cache (outside the repo)")
     parser.add_argument("--families", help=f"comma-separated, default all of: {','.join(FAMILIES)}")
+    parser.add_argument(
+        "--keep-partner-reals",
+        action="store_true",
+        help="train each fold on the real sources paired with its family too (measures the pipeline shortcut)",
+    )
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--samples-per-epoch", type=int, default=4000)
@@ -69,7 +81,7 @@ def main(argv=None) -> int:
     tune_allocator()
     torch.set_num_threads(args.threads)
     samples = index_tree(args.data)
-    chosen = folds(samples)
+    chosen = folds(samples, partners={} if args.keep_partner_reals else PIPELINE_PARTNERS)
     if args.families:  # in the order given
         by_name = {f.family: f for f in chosen}
         chosen = [by_name[name] for name in args.families.split(",") if name in by_name]
@@ -94,7 +106,8 @@ def main(argv=None) -> int:
     )
     results = []
     for fold in chosen:
-        logging.info("fold %s (%s): leaving out %s", fold.family, fold.kind, ", ".join(fold.sources))
+        left_out = ", ".join(fold.sources + fold.partner_reals)
+        logging.info("fold %s (%s): leaving out %s", fold.family, fold.kind, left_out)
         results.append(run_fold(fold, train_pool, eval_pool, config, settings, args.work, conditions=conditions))
         print(markdown(results[-1:], conditions), flush=True)
     print(markdown(results, conditions))
@@ -103,6 +116,8 @@ def main(argv=None) -> int:
     payload = {
         "protocol": "scripts/leave_one_out.py: per fold, the CNN trained without one generator family on a short "
         f"schedule ({args.epochs} x {args.samples_per_epoch} crops, {args.variants} cached variants per image), "
+        + ("with" if args.keep_partner_reals else "without")
+        + " the real sources paired with that family (same processing pipeline), "
         "its logit alone scored on that family against real sources no fold trains on",
         "command": " ".join(["python scripts/leave_one_out.py", *(argv if argv is not None else sys.argv[1:])]),
         "evaluation_reals": list(EVALUATION_REALS),

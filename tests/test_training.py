@@ -159,3 +159,24 @@ def test_the_face_cache_follows_content_not_path_or_mtime(tmp_path):
     original.write_bytes(b"\xff\xd8 another one")
     os.utime(original, (2_000_000, 2_000_000))
     assert file_key(str(original)) != file_key(str(copy))
+
+
+def test_a_fold_leaves_out_its_family_and_the_reals_processed_with_it():
+    from gan_face.training.folds import folds
+
+    samples = [
+        Sample("a.jpg", 1, "fake/kaggle140k_rvf10k_apollophantom", "stylegan", "a"),
+        Sample("b.jpg", 0, "real/paired_kaggle140k_rvf10k_apollophantom", "real", "b"),
+        Sample("c.jpg", 1, "fake/sd3_fakerjs", "sd3", "c"),
+        Sample("d.jpg", 0, "real/celeba_align_nikhil4902", "real", "d"),
+    ]
+    by_family = {fold.family: fold for fold in folds(samples)}
+    assert set(by_family) == {"stylegan1", "sd3"}
+    stylegan1, sd3 = by_family["stylegan1"], by_family["sd3"]
+    assert not stylegan1.trains_on("fake/kaggle140k_rvf10k_apollophantom")
+    assert not stylegan1.trains_on("real/paired_kaggle140k_rvf10k_apollophantom")
+    assert stylegan1.trains_on("fake/sd3_fakerjs") and stylegan1.trains_on("real/celeba_align_nikhil4902")
+    assert sd3.trains_on("real/paired_kaggle140k_rvf10k_apollophantom") and not sd3.trains_on("fake/sd3_fakerjs")
+    # the older protocol, kept to measure the shortcut
+    kept = {fold.family: fold for fold in folds(samples, partners={})}
+    assert kept["stylegan1"].trains_on("real/paired_kaggle140k_rvf10k_apollophantom")
