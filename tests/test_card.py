@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from gan_face.card import ModelCard, default_card_path
+from gan_face.card import ModelCard, default_card_path, shipped_card_path
 from gan_face.errors import WeightsError
 
 
@@ -66,7 +66,7 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
 def test_shipped_cards_measured_sections_pass_the_audit(name):
     from gan_face.training.card_audit import audit_card
 
-    card = ModelCard.load(default_card_path().with_name(f"{name}.json"))
+    card = ModelCard.load(shipped_card_path(name))
     assert audit_card(card) == []
     evaluation = card.sections["evaluation"]
     assert evaluation["threshold"] == card.threshold
@@ -87,7 +87,7 @@ def test_the_audit_finds_a_card_whose_tables_do_not_describe_it(edit, problem):
 
     from gan_face.training.card_audit import audit_card
 
-    card = ModelCard.load(default_card_path().with_name("gan-face-v1.json"))
+    card = ModelCard.load(shipped_card_path("gan-face-v1"))
     sections = copy.deepcopy(dict(card.sections))
     edit(sections)
     problems = audit_card(card.with_sections(**sections))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gan_face import Detector
-from gan_face.card import DEFAULT_MODEL, default_card_path
+from gan_face.card import DEFAULT_MODEL, shipped_card_path
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 #: model name -> its stored verdicts; the default model and every older model that stays loadable
@@ -52,7 +52,7 @@ def constructed_images() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def detectors() -> dict:
-    return {model: Detector(weights=default_card_path().with_name(f"{model}.json")) for model in GOLDEN}
+    return {model: Detector(weights=shipped_card_path(model)) for model in GOLDEN}
 
 
 def test_every_shipped_model_has_golden_verdicts():
@@ -79,7 +79,7 @@ def test_shipped_model_reproduces_its_golden_verdicts(detectors, model, name):
 def write_golden(model: str, note: str) -> None:
     """Store ``model``'s verdicts on the constructed images (once, when a model is trained; never to make a
     failing test pass)."""
-    detector = Detector(weights=default_card_path().with_name(f"{model}.json"))
+    detector = Detector(weights=shipped_card_path(model))
     verdicts = {}
     for name, image in constructed_images().items():
         verdict = detector.score(image)

@@ -99,9 +99,9 @@ class ModelCard:
     def load(cls, weights: str | os.PathLike[str] | None = None) -> "ModelCard":
         """Read a card: ``None`` for the default model, a shipped model's name (``"gan-face-v1"``), else a card
         (``.json``) or a weights file's path."""
-        if weights is None or str(weights) in shipped_models():
-            card_path = default_card_path() if weights is None else shipped_card_path(str(weights))
-            weights_given = None
+        name = DEFAULT_MODEL if weights is None else str(weights)
+        if name in shipped_models():
+            card_path, weights_given = shipped_card_path(name), None
         else:
             given = Path(weights)
             if not given.exists():
