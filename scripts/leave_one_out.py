@@ -2,7 +2,7 @@
 
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo [--families sd3,stylegan2]
         [--epochs 3] [--samples-per-epoch 4000] [--variants 4] [--json loo.json] [--markdown loo.md]
-        [--card models/gan-face-v2.json] [--keep-partner-reals]
+        [--card models/gan-face-v2.json] [--keep-partner-reals] [--fuse-with models/gan-face-v2.json]
 
 The families, the evaluation reals and the per-fold schedule are in ``gan_face.training.folds``. Crop pools are
 built once (under ``--cache``) and shared by the folds; each fold checkpoints under ``--work`` after every epoch
@@ -10,6 +10,8 @@ and writes its result there, so an interrupted run resumes where it stopped. Pri
 family and condition, AUC and TPR at 1% and 0.1% FPR of the CNN alone, and the share of each real source above
 the 1%-FPR point. ``--card`` stores the matrix in that model card's ``leave_one_out`` section, with the schedule it
 was measured at (the folds are the recipe's, on a short schedule: not the shipped model itself).
+``--fuse-with`` also scores each fold's CNN fused with the eye-position check by that card's fusion (what the
+detector decides with, not the CNN alone), reported beside the CNN's figures under ``fused``.
 """
 
 from __future__ import annotations
@@ -20,33 +22,40 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gan_face._runtime import tune_allocator
+from gan_face.align import FaceAligner
 from gan_face.card import CnnConfig, ModelCard
 from gan_face.training.augment import Augmentation
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree
+from gan_face.training.facecache import detect_cached
 from gan_face.training.folds import (
     EVALUATION_REALS,
     FAMILIES,
     PIPELINE_PARTNERS,
+    condition_eye_scores,
+    fold_metrics,
     folds,
+    fused_scores,
     run_fold,
     short_schedule,
+    subset,
 )
 from gan_face.training.loop import TrainSettings
 from gan_face.training.pools import ConditionVariants, TrainVariants, build_pool
 
 
-def markdown(results: list[dict], conditions: list[str]) -> str:
+def markdown(results: list[dict], conditions: list[str], key: str = "metrics") -> str:
     lines = [
         "| left out | kind | condition | AUC | TPR@1%FPR | TPR@0.1%FPR | n fake |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for condition in conditions:
-            m = r["metrics"][condition][r["family"]]
+            m = r[key][condition][r["family"]]
             lines.append(
                 f"| {r['family']} | {r['kind']} | {condition} | {m['auc']:.4f} | {m['tpr_at_1pct_fpr']:.3f} | "
                 f"{m['tpr_at_0.1pct_fpr']:.3f} | {m['n_fake']} |"
@@ -75,6 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--card", type=Path, help="store the matrix in this model card (leave_one_out section)")
+    parser.add_argument(
+        "--fuse-with", type=Path, help="also score each fold's CNN fused with the eyes by this card"
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -104,13 +116,28 @@ def main(argv=None) -> int:
             epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, warmup_steps=100, seed=args.seed
         )
     )
+    fusion, eye_scores = None, None
+    if args.fuse_with:
+        fusion = ModelCard.load(args.fuse_with).fusion
+        faces = detect_cached([s.path for s in evaluated], FaceAligner(), args.cache, progress=False)
+        eye_scores = condition_eye_scores(evaluated, faces, conditions)
     results = []
     for fold in chosen:
         left_out = ", ".join(fold.sources + fold.partner_reals)
         logging.info("fold %s (%s): leaving out %s", fold.family, fold.kind, left_out)
-        results.append(run_fold(fold, train_pool, eval_pool, config, settings, args.work, conditions=conditions))
+        result = run_fold(fold, train_pool, eval_pool, config, settings, args.work, conditions=conditions)
+        if fusion is not None:
+            logits = np.load(args.work / fold.family / "logits.npy")
+            scored = subset(eval_pool, ~np.isnan(logits).all(axis=1))
+            fused = fused_scores(logits, eye_scores, fusion)
+            result["fused"] = fold_metrics(fused, scored, fold, EVALUATION_REALS, conditions)
+            result["fused_with"] = f"{args.fuse_with.name}: {', '.join(fusion.features)}"
+        results.append(result)
         print(markdown(results[-1:], conditions), flush=True)
     print(markdown(results, conditions))
+    if fusion is not None:
+        print("\nfused with the eyes by", args.fuse_with.name)
+        print(markdown(results, conditions, key="fused"))
     if args.markdown:
         args.markdown.write_text(markdown(results, conditions) + "\n")
     payload = {

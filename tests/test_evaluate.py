@@ -10,7 +10,7 @@ from PIL import Image
 
 from gan_face.align import FaceAligner, align_face
 from gan_face.checks.eyes import TEMPLATE_MEAN
-from gan_face.training.conditions import CONDITIONS, apply_condition, condition_with_transform
+from gan_face.training.conditions import CONDITIONS, apply_condition, condition_with_transform, plan_condition
 from gan_face.training.metrics import metrics, tpr_at_fpr
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
@@ -76,6 +76,9 @@ def test_conditions_are_seeded_and_move_landmarks_consistently(astronaut):
         a, matrix = condition_with_transform(astronaut, condition, seed=3)
         assert np.array_equal(a, apply_condition(astronaut, condition, seed=3))
         assert matrix.shape == (2, 3)
+        # the plan's geometry alone says where landmarks go and how big the result is, without the pixels
+        plan = plan_condition(astronaut.shape[1], astronaut.shape[0], condition, seed=3)
+        assert np.array_equal(plan.matrix, matrix) and plan.size == (a.shape[1], a.shape[0])
     avatar = apply_condition(astronaut, "avatar", seed=0)
     assert avatar.shape == (400, 400, 3)
     cropped, matrix = condition_with_transform(astronaut, "cropped", seed=1)

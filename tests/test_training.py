@@ -109,7 +109,30 @@ def test_a_leave_one_out_fold_on_a_tiny_tree(tmp_path, astronaut):
     assert set(report["metrics"]) == {"avatar", "gray"} and report["kind"] == "gan"
     # the fold's checkpoint and result are on disk: a rerun returns the result without training
     assert (tmp_path / "work" / "templated" / "checkpoint.json").exists()
-    assert run_fold(fold, train_pool, eval_pool, config, settings, tmp_path / "work") == report
+    rerun = run_fold(fold, train_pool, eval_pool, config, settings, tmp_path / "work",
+                     real_sources=("real/held",), conditions=("avatar", "gray"))  # fmt: skip
+    assert rerun == report
+    # the fold's logits fused with the eyes (as the detector fuses them)
+    from gan_face.align import FaceAligner
+    from gan_face.training.facecache import detect_cached
+    from gan_face.training.folds import condition_eye_scores, fold_metrics, fused_scores, subset
+
+    logits = np.load(tmp_path / "work" / "templated" / "logits.npy")
+    assert logits.shape == (len(evaluated), 2) and np.isnan(logits).all(axis=1).sum() == 8  # the other family
+    scored = subset(eval_pool, ~np.isnan(logits).all(axis=1))
+    faces = detect_cached([s.path for s in evaluated], FaceAligner(), cache, progress=False)
+    eyes = condition_eye_scores(evaluated, faces, ("avatar", "gray"))
+    templated = np.array([s.source == "fake/templated" for s in evaluated])
+    # the templated fakes' eyes were moved towards the StyleGAN template, the framed reals' were not
+    assert eyes[templated].min() > eyes[~templated & (eval_pool.labels == 0)].max()
+    cnn_only = Fusion(("cnn", "eyes"), (2.0, 0.0), (0.0, -8.0), (1.0, 6.0), 0.1)
+    fused = fused_scores(logits, eyes, cnn_only)
+    assert np.array_equal(np.isnan(fused), np.isnan(logits))
+    assert fold_metrics(fused, scored, fold, ("real/held",), ("avatar", "gray")) == report["metrics"]
+    eyes_only = Fusion(("cnn", "eyes"), (0.0, 1.0), (0.0, -8.0), (1.0, 6.0), 0.0)
+    fused = fused_scores(logits, np.where(templated, 0.9, 0.001)[:, None].repeat(2, axis=1), eyes_only)
+    metrics = fold_metrics(fused, scored, fold, ("real/held",), ("avatar", "gray"))
+    assert metrics["avatar"]["templated"]["auc"] == 1.0 == metrics["gray"]["templated"]["auc"]
 
 
 def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, astronaut):
@@ -180,3 +203,23 @@ def test_a_fold_leaves_out_its_family_and_the_reals_processed_with_it():
     # the older protocol, kept to measure the shortcut
     kept = {fold.family: fold for fold in folds(samples, partners={})}
     assert kept["stylegan1"].trains_on("real/paired_kaggle140k_rvf10k_apollophantom")
+
+
+def test_fold_metrics_also_measure_the_family_against_reals_not_ffhq_aligned():
+    """FFHQ-aligned reals sit on the eye template like GAN faces: each fold is also read without them."""
+    from gan_face.training.folds import Fold, fold_metrics
+    from gan_face.training.pools import CropPool
+
+    sources = ["fake/g"] * 4 + ["real/ffhq"] * 4 + ["real/other"] * 4
+    samples = [Sample(f"/x/{i}.jpg", int(s.startswith("fake")), s, "g", str(i)) for i, s in enumerate(sources)]
+    pool = CropPool(samples, np.zeros((12, 1, 1, 1, 3), np.uint8), np.ones(12, bool))
+    # the fakes outrank the other reals but not the FFHQ ones
+    scores = np.r_[[2.0, 2.1, 2.2, 2.3], [3.0, 3.1, 3.2, 3.3], [0.0, 0.1, 0.2, 0.3]][:, None]
+    fold = Fold("g", ("fake/g",))
+    metrics = fold_metrics(scores, pool, fold, ("real/ffhq", "real/other"), ("clean",), ("real/ffhq",))["clean"]
+    assert metrics["g"]["auc"] == 0.5 and metrics["g"]["n_real"] == 8
+    unaligned = metrics["g | reals not FFHQ-aligned"]
+    assert unaligned["auc"] == 1.0 and unaligned["n_real"] == 4 and unaligned["n_fake"] == 4
+    assert set(metrics["real_flagged_at_1pct"]) == {"real/ffhq", "real/other"}
+    without = fold_metrics(scores, pool, fold, ("real/ffhq", "real/other"), ("clean",), ())["clean"]
+    assert "g | reals not FFHQ-aligned" not in without

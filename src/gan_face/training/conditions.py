@@ -17,6 +17,8 @@ every run and for every model.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -42,6 +44,49 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((int(width), int(height)), Image.LANCZOS))
 
 
+@dataclass(frozen=True)
+class ConditionPlan:
+    """What a condition does to one image: crop ``box`` (left, top, width, height), resize to ``size`` (width,
+    height), an optional JPEG round trip, and for ``gray`` a grayscale copy of that saved as JPEG again. The
+    geometry alone (:attr:`matrix`, ``size``) moves landmarks without touching pixels."""
+
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+    jpeg_quality: Optional[int] = None
+    gray: bool = False
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The ``2 x 3`` matrix taking original pixel coordinates to the conditioned image's."""
+        left, top, crop_w, crop_h = self.box
+        sx, sy = self.size[0] / crop_w, self.size[1] / crop_h
+        return np.array([[sx, 0.0, -left * sx], [0.0, sy, -top * sy]])
+
+
+def plan_condition(width: int, height: int, condition: str, seed: int) -> ConditionPlan:
+    """The plan of ``condition`` for an image of ``width x height``, with the random choices seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    full = (0, 0, width, height)
+    if condition == "clean":
+        return ConditionPlan(full, (width, height))
+    if condition in ("avatar", "gray"):
+        side = min(height, width)
+        box = ((width - side) // 2, (height - side) // 2, side, side)
+        return ConditionPlan(box, (400, 400), 85, gray=condition == "gray")
+    if condition == "laundered":
+        target = int(rng.choice(LAUNDER_SIZES))
+        scale = target / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return ConditionPlan(full, size, int(rng.choice(LAUNDER_QUALITIES)))
+    if condition == "cropped":
+        keep_w, keep_h = rng.uniform(0.70, 0.95, size=2)
+        crop_w, crop_h = max(1, round(width * keep_w)), max(1, round(height * keep_h))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        return ConditionPlan((left, top, crop_w, crop_h), (width, height))
+    raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+
+
 def apply_condition(image: np.ndarray, condition: str, seed: int) -> np.ndarray:
     """``image`` as it would look under ``condition`` (see the module docstring)."""
     return condition_with_transform(image, condition, seed)[0]
@@ -49,34 +94,14 @@ def apply_condition(image: np.ndarray, condition: str, seed: int) -> np.ndarray:
 
 def condition_with_transform(image: np.ndarray, condition: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The conditioned image and the ``2 x 3`` matrix taking original pixel coordinates to the new image's."""
-    rng = np.random.default_rng(seed)
     height, width = image.shape[:2]
-    if condition == "clean":
-        return image, np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    if condition == "gray":
-        avatar, matrix = condition_with_transform(image, "avatar", seed)
-        return jpeg_roundtrip(to_gray(avatar), 85), matrix
-    if condition == "avatar":
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = image[top : top + side, left : left + side]
-        scale = 400 / side
-        return jpeg_roundtrip(resize(square, 400, 400), 85), np.array(
-            [[scale, 0, -left * scale], [0, scale, -top * scale]]
-        )
-    if condition == "laundered":
-        target = int(rng.choice(LAUNDER_SIZES))
-        scale = target / max(height, width)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        resized = resize(image, new_w, new_h)
-        matrix = np.array([[new_w / width, 0, 0], [0, new_h / height, 0]])
-        return jpeg_roundtrip(resized, int(rng.choice(LAUNDER_QUALITIES))), matrix
-    if condition == "cropped":
-        keep_w, keep_h = rng.uniform(0.70, 0.95, size=2)
-        crop_w, crop_h = max(1, round(width * keep_w)), max(1, round(height * keep_h))
-        left = int(rng.integers(0, width - crop_w + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
-        sx, sy = width / crop_w, height / crop_h
-        matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]])
-        return resize(image[top : top + crop_h, left : left + crop_w], width, height), matrix
-    raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+    plan = plan_condition(width, height, condition, seed)
+    left, top, crop_w, crop_h = plan.box
+    out = image[top : top + crop_h, left : left + crop_w]
+    if plan.size != (crop_w, crop_h):
+        out = resize(out, *plan.size)
+    if plan.jpeg_quality is not None:
+        out = jpeg_roundtrip(out, plan.jpeg_quality)
+    if plan.gray:  # the colour avatar, then saved again in grayscale
+        out = jpeg_roundtrip(to_gray(out), plan.jpeg_quality or 85)
+    return out, plan.matrix
