@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samples-per-epoch", type=int, default=4000)
     parser.add_argument("--variants", type=int, default=4, help="augmented crops cached per training image")
     parser.add_argument("--input-size", type=int, default=CnnConfig().input_size)
+    parser.add_argument("--architecture", default=CnnConfig().architecture, help="efficientnet_lite0 or _lite1")
+    parser.add_argument("--view", choices=("face", "frame"), default="face", help="aligned face or whole frame")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -100,16 +102,16 @@ def main(argv=None) -> int:
     conditions = [c for c in args.conditions.split(",") if c]
     trainable = [s for s in samples if s.source not in EVALUATION_REALS]
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
-    config = CnnConfig(input_size=args.input_size)
+    config = CnnConfig(input_size=args.input_size, architecture=args.architecture)
     aug = Augmentation()
     train_pool = build_pool(
         trainable, args.cache, config, variants=args.variants,
         make_variant=TrainVariants(aug, args.seed, [s.label for s in trainable]),
-        spec={"kind": "train", "seed": args.seed, "aug": str(aug)}, workers=args.threads,
+        spec={"kind": "train", "seed": args.seed, "aug": str(aug)}, workers=args.threads, view=args.view,
     )  # fmt: skip
     eval_pool = build_pool(
         evaluated, args.cache, config, variants=len(conditions), make_variant=ConditionVariants(conditions),
-        spec={"kind": "conditions", "conditions": conditions}, workers=args.threads,
+        spec={"kind": "conditions", "conditions": conditions}, workers=args.threads, view=args.view,
     )  # fmt: skip
     settings = short_schedule(
         TrainSettings(

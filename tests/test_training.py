@@ -223,3 +223,16 @@ def test_fold_metrics_also_measure_the_family_against_reals_not_ffhq_aligned():
     assert set(metrics["real_flagged_at_1pct"]) == {"real/ffhq", "real/other"}
     without = fold_metrics(scores, pool, fold, ("real/ffhq", "real/other"), ("clean",), ())["clean"]
     assert "g | reals not FFHQ-aligned" not in without
+
+
+def test_the_frame_view_is_the_centred_square_at_low_resolution(astronaut):
+    from PIL import Image
+
+    from gan_face.training.pools import frame_view
+
+    wide = astronaut[:300, :450]  # 450 x 300: the centred square starts 75 px in
+    view = frame_view(wide, 100)
+    assert view.shape == (100, 100, 3) and view.dtype == np.uint8
+    expected = np.asarray(Image.fromarray(wide[:, 75:375]).resize((100, 100), Image.Resampling.BOX))
+    assert np.array_equal(view, expected)
+    assert frame_view(astronaut[:64, :64], 128).shape == (128, 128, 3)  # small images are enlarged

