@@ -44,6 +44,12 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((int(width), int(height)), Image.LANCZOS))
 
 
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square of a ``width x height`` image as (left, top, side, side): an avatar's crop."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
 @dataclass(frozen=True)
 class ConditionPlan:
     """What a condition does to one image: crop ``box`` (left, top, width, height), resize to ``size`` (width,
@@ -70,9 +76,7 @@ def plan_condition(width: int, height: int, condition: str, seed: int) -> Condit
     if condition == "clean":
         return ConditionPlan(full, (width, height))
     if condition in ("avatar", "gray"):
-        side = min(height, width)
-        box = ((width - side) // 2, (height - side) // 2, side, side)
-        return ConditionPlan(box, (400, 400), 85, gray=condition == "gray")
+        return ConditionPlan(centre_square(width, height), (400, 400), 85, gray=condition == "gray")
     if condition == "laundered":
         target = int(rng.choice(LAUNDER_SIZES))
         scale = target / max(height, width)

@@ -19,7 +19,7 @@ from ..align import FaceAligner, Landmarks, align_face
 from ..card import CnnConfig
 from ..io import load_image
 from .augment import Augmentation, degrade
-from .conditions import CONDITIONS, condition_with_transform
+from .conditions import CONDITIONS, centre_square, condition_with_transform
 from .datasets import Sample
 from .facecache import detect_cached, file_key
 
@@ -114,9 +114,7 @@ def _one_thread_per_process() -> None:
 
 def frame_view(image: np.ndarray, size: int) -> np.ndarray:
     """The whole frame at low resolution: the centred square (as an avatar crop takes it), resized to ``size``."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    left, top, side, _ = centre_square(image.shape[1], image.shape[0])
     square = Image.fromarray(image[top : top + side, left : left + side])
     resampling = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC  # area-average when shrinking
     return np.asarray(square.resize((size, size), resampling))
