@@ -288,17 +288,19 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
 
     import torch
 
+    from gan_face._math import sigmoid
     from gan_face.checks import CHECKS
     from gan_face.cnn import crop_for_cnn
     from gan_face.detector import Detector
     from gan_face.io import load_image
     from gan_face.outputs.report import CsvRowWriter, columns_for, verdict_row
+    from gan_face.result import CheckResult
 
     torch.set_num_threads(1)
     spent: dict[str, float] = defaultdict(float)
     clock = time.thread_time
     detector = Detector()
-    aligner, cnn = detector.aligner, detector.cnn
+    aligner = detector.aligner
     nets = aligner if hasattr(aligner, "pnet") else aligner._mtcnn  # older checkouts
 
     def timed(module, key):
@@ -331,13 +333,17 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
         all_faces = aligner.detect_batch(images)
         spent["detect: total"] += clock() - start
         mains = [faces[0] if faces else None for faces in all_faces]
-        start = clock()
-        crops = [crop_for_cnn(img, face, cnn.config) for img, face in zip(images, mains) if face is not None]
-        spent["alignment (CNN crops)"] += clock() - start
-        start = clock()
-        cnn.logits(crops)
-        spent["CNN forward"] += clock() - start
-        cnn_results = cnn.score_faces(images, mains)
+        learnt: list[dict] = [{} for _ in images]
+        for name, cnn in detector.networks.items():
+            start = clock()
+            crops = [crop_for_cnn(img, face, cnn.config) for img, face in zip(images, mains) if face is not None]
+            spent[f"{name}: {cnn.config.view} crops"] += clock() - start
+            start = clock()
+            logits = iter(cnn.logits(crops))
+            spent[f"{name}: CNN forward"] += clock() - start
+            for found, face in zip(learnt, mains):  # the results score_faces would give, from these logits
+                if face is not None:
+                    found[name] = CheckResult(name, sigmoid(float(next(logits))), "")
         checks = []
         for image, face in zip(images, mains):
             found = {}
@@ -347,7 +353,7 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
                 spent[f"check: {name}"] += clock() - start
             checks.append(found)
         start = clock()
-        verdicts = [detector._verdict(*args) for args in zip(images, all_faces, cnn_results, checks)]
+        verdicts = [detector._verdict(*args) for args in zip(images, all_faces, learnt, checks)]
         spent["fusion and verdict"] += clock() - start
         start = clock()
         for k, verdict in enumerate(verdicts):

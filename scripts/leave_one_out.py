@@ -106,16 +106,16 @@ def main(argv=None) -> int:
     conditions = [c for c in args.conditions.split(",") if c]
     trainable = [s for s in samples if s.source not in EVALUATION_REALS]
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
-    config = CnnConfig(input_size=args.input_size, architecture=args.architecture)
+    config = CnnConfig(input_size=args.input_size, architecture=args.architecture, view=args.view)
     aug = Augmentation()
     train_pool = build_pool(
         trainable, args.cache, config, variants=args.variants,
         make_variant=TrainVariants(aug, args.seed, [s.label for s in trainable]),
-        spec={"kind": "train", "seed": args.seed, "aug": str(aug)}, workers=args.threads, view=args.view,
+        spec={"kind": "train", "seed": args.seed, "aug": str(aug)}, workers=args.threads,
     )  # fmt: skip
     eval_pool = build_pool(
         evaluated, args.cache, config, variants=len(conditions), make_variant=ConditionVariants(conditions),
-        spec={"kind": "conditions", "conditions": conditions}, workers=args.threads, view=args.view,
+        spec={"kind": "conditions", "conditions": conditions}, workers=args.threads,
     )  # fmt: skip
     settings = short_schedule(
         TrainSettings(

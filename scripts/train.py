@@ -36,6 +36,7 @@ from gan_face.training.datasets import index_tree, manifest_digest
 from gan_face.training.loop import TrainSettings, settings_dict, train_cnn
 from gan_face.training.pools import ConditionVariants, TrainVariants, build_pool
 from gan_face.training.splits import DEFAULT_HOLDOUT, split_by_identity, write_split_tree
+from gan_face.views import VIEWS
 
 
 def main() -> int:
@@ -51,6 +52,9 @@ def main() -> int:
     parser.add_argument("--samples-per-epoch", type=int, default=6000)
     parser.add_argument("--time-budget-min", type=float, default=None)
     parser.add_argument("--input-size", type=int, default=160)
+    parser.add_argument(
+        "--view", choices=VIEWS, default="face", help="what the CNN sees: the aligned face or the whole frame"
+    )
     parser.add_argument("--variants", type=int, default=8, help="augmented crops cached per training image")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument(
@@ -95,7 +99,7 @@ def main() -> int:
         sorted(holdout),
     )
 
-    config = CnnConfig(input_size=args.input_size)
+    config = CnnConfig(input_size=args.input_size, view=args.view)
     aug = Augmentation()
     settings = TrainSettings(
         epochs=args.epochs,

@@ -124,7 +124,7 @@ def test_crop_pool_in_the_main_process_leaves_torch_threads_alone(tmp_path, astr
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        index, stack = _PoolWorker(lambda image, pts, i, k: (image, pts), 2, 64, CROP_TEMPLATE)(
+        index, stack = _PoolWorker(lambda image, pts, i, k: (image, pts), 2, 64, CROP_TEMPLATE, "face")(
             (0, str(path), points)
         )
         assert stack.shape == (2, 64, 64, 3) and torch.get_num_threads() == 2

@@ -103,7 +103,7 @@ def test_reason_says_whether_the_cnn_or_a_check_carried_the_decision(likelihood,
     assert verdict.decided_by == decider and verdict.to_dict()["decided_by"] == decider
     reason = main_reason(verdict)
     if decider == "cnn":
-        assert reason.startswith("The neural network says so.") and "neural network (learnt)" in reason
+        assert reason.startswith("The neural network says so.") and "neural network on the face (learnt)" in reason
     elif decider == "eyes":
         assert reason.startswith("The eyes say so.") and "the eyes check" in reason
     else:

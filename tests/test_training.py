@@ -228,7 +228,7 @@ def test_fold_metrics_also_measure_the_family_against_reals_not_ffhq_aligned():
 def test_the_frame_view_is_the_centred_square_at_low_resolution(astronaut):
     from PIL import Image
 
-    from gan_face.training.pools import frame_view
+    from gan_face.views import frame_view
 
     wide = astronaut[:300, :450]  # 450 x 300: the centred square starts 75 px in
     view = frame_view(wide, 100)

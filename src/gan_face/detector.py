@@ -1,4 +1,4 @@
-"""The Detector: owns the loaded parts (aligner, CNN, checks, fusion) and scores images one by one or in
+"""The Detector: owns the loaded parts (aligner, CNNs, checks, fusion) and scores images one by one or in
 batches."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .checks import CHECKS, NotComputed, run_checks
 from .errors import AnalysisError, GanFaceError
 from .io import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .result import CheckResult, Status, Verdict
+
+if TYPE_CHECKING:
+    from .cnn import CnnScorer
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +87,22 @@ class Detector:
         #: the checks the likelihood is made of, always computed; the others only explain
         self.weighted_checks = tuple(name for name in self.check_names if name in weighted)
         self.explaining_checks = tuple(name for name in self.check_names if name not in weighted)
-        self.cnn = None
-        if self.card.cnn is not None:
+        #: the learnt evidence by name: the CNN on the face (``"cnn"``) and, if the model has one, on the frame
+        self.networks: dict[str, "CnnScorer"] = {}
+        if self.card.networks():
             from .cnn import load_cnn
 
-            self.cnn = load_cnn(self.card, device=device)
+            self.networks = {name: load_cnn(self.card, device, network=name) for name in self.card.networks()}
+
+    @property
+    def cnn(self) -> Optional["CnnScorer"]:
+        """The CNN on the aligned face (``None`` for a model without one)."""
+        return self.networks.get("cnn")
 
     @property
     def report_check_names(self) -> tuple[str, ...]:
         """The evidence every Verdict of this detector carries, in report order."""
-        return (("cnn",) if self.cnn is not None else ()) + self.check_names
+        return tuple(self.networks) + self.check_names
 
     def score(self, image: ImageInput) -> Verdict:
         """Score one image (a path, bytes, a binary file, a PIL image or an RGB array).
@@ -198,19 +207,20 @@ class Detector:
         """
         all_faces = self.aligner.detect_batch(list(images))
         mains = [faces[0] if faces else None for faces in all_faces]
-        cnn_results = self.cnn.score_faces(images, mains) if self.cnn is not None else [None] * len(images)
+        by_network = [scorer.score_faces(images, mains) for scorer in self.networks.values()]
+        learnt_results = [{r.name: r for r in results} for results in zip(*by_network)] or [{}] * len(images)
         verdicts = []
-        for image, faces, face, cnn in zip(images, all_faces, mains, cnn_results):
+        for image, faces, face, learnt in zip(images, all_faces, mains, learnt_results):
             results = run_checks(image, face, self.weighted_checks)
             if self.checks == "all":
                 results.update(run_checks(image, face, self.explaining_checks))
-                verdicts.append(self._ordered_verdict(image, faces, cnn, results))
+                verdicts.append(self._ordered_verdict(image, faces, learnt, results))
                 continue
             deferred = {name: NotComputed.of(name) for name in self.explaining_checks}
-            verdict = self._ordered_verdict(image, faces, cnn, {**results, **deferred})
+            verdict = self._ordered_verdict(image, faces, learnt, {**results, **deferred})
             if deferred and self.wants_explanation(verdict.likelihood):
                 results.update(run_checks(image, face, self.explaining_checks))
-                verdict = self._ordered_verdict(image, faces, cnn, results)
+                verdict = self._ordered_verdict(image, faces, learnt, results)
             verdicts.append(verdict)
         return verdicts
 
@@ -220,19 +230,19 @@ class Detector:
             return True
         return score_logit(likelihood) >= score_logit(self.threshold) - EXPLAIN_MARGIN
 
-    def _ordered_verdict(self, image, faces, cnn, results: dict[str, CheckResult]) -> Verdict:
+    def _ordered_verdict(self, image, faces, learnt, results: dict[str, CheckResult]) -> Verdict:
         ordered = {name: results[name] for name in self.check_names if name in results}
-        return self._verdict(image, faces, cnn, ordered)
+        return self._verdict(image, faces, learnt, ordered)
 
     def _verdict(
         self,
         image: np.ndarray,
         faces: list[Face],
-        cnn: Optional[CheckResult],
+        learnt: dict[str, CheckResult],
         check_results: dict[str, CheckResult],
     ) -> Verdict:
         face = faces[0] if faces else None
-        checks: dict[str, CheckResult] = {} if cnn is None else {"cnn": cnn}
+        checks: dict[str, CheckResult] = dict(learnt)  # the networks' evidence first, then the checks'
         checks.update(check_results)
         scores = {name: result.score for name, result in checks.items()}
         fusion = self.card.fusion

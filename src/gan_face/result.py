@@ -13,6 +13,14 @@ from .align import Face
 #: A rectangle ``(x0, y0, x1, y1)`` in image pixels, with a label a report can print beside it.
 Region = tuple[str, tuple[float, float, float, float]]
 
+#: The learnt evidence (the CNNs) by name; every other piece of evidence is a handcrafted check.
+LEARNT_EVIDENCE = {"cnn": "neural network on the face", "frame": "neural network on the whole frame"}
+
+
+def evidence_label(name: str) -> str:
+    """How reports name a piece of evidence, saying whether it is learnt or handcrafted."""
+    return f"{LEARNT_EVIDENCE[name]} (learnt)" if name in LEARNT_EVIDENCE else f"{name} check (handcrafted)"
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -56,7 +64,7 @@ class Verdict:
 
     ``status`` is ``"ok"``, ``"no_face"`` (the likelihood, if any, rests on the whole-frame checks only),
     ``"multiple_faces"`` (the largest face was judged) or ``"low_quality"`` (face too small or unsure).
-    ``checks`` maps each evidence name (``"cnn"``, ``"eyes"``, ...) to its :class:`CheckResult`;
+    ``checks`` maps each evidence name (``"cnn"``, ``"frame"``, ``"eyes"``, ...) to its :class:`CheckResult`;
     ``contributions`` gives each one's share of the fused log-odds, for explaining a flag.
     """
 
@@ -85,8 +93,8 @@ class Verdict:
 
     @property
     def decided_by(self) -> Optional[str]:
-        """The evidence that pushed hardest towards the decision: ``"cnn"`` (the learnt model) or a handcrafted
-        check's name; ``None`` when nothing was weighed."""
+        """The evidence that pushed hardest towards the decision: ``"cnn"`` or ``"frame"`` (a learnt model,
+        :data:`LEARNT_EVIDENCE`) or a handcrafted check's name; ``None`` when nothing was weighed."""
         if self.likelihood is None:
             return None
         weighed = {k: v for k, v in self.contributions.items() if k in self.checks}

@@ -274,12 +274,12 @@ def finetune(
 
     tune_allocator()
     try:
-        from ..training.finetune import FinetuneSettings
+        from ..training.finetune import FinetuneSettings, frame_weights_path
         from ..training.finetune import finetune as run_finetune
     except ImportError as exc:
         raise click.ClickException(f"fine-tuning needs the training extras: {exc}") from None
     target = Path(output).with_suffix(".safetensors")
-    for path in (target, target.with_suffix(".json")):
+    for path in (target, target.with_suffix(".json"), frame_weights_path(target)):
         if path.exists() and not overwrite:
             raise click.UsageError(f"{path}: already exists (use --overwrite)")
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK):

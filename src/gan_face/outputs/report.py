@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
 
 from ..checks import not_computed
-from ..result import Verdict
+from ..result import LEARNT_EVIDENCE, Verdict, evidence_label
 from .files import safe_text
 
 BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
@@ -29,7 +29,7 @@ def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
 
 def main_reason(verdict: Verdict) -> str:
     """The explanation of the evidence that pushed hardest in the direction of the decision, and whether that was
-    the learnt model (the CNN) or a handcrafted check: a flag carried by the CNN alone is harder to defend."""
+    a learnt model (a CNN) or a handcrafted check: a flag carried by a CNN alone is harder to defend."""
     if verdict.likelihood is None:
         found = "No face found: " if verdict.status == "no_face" else ""
         return f"{found}nothing the model weighs could be measured, so no likelihood is given (not flagged)."
@@ -37,7 +37,9 @@ def main_reason(verdict: Verdict) -> str:
     if name is None:
         first = next(iter(verdict.checks.values()), None)
         return first.explanation if first else ""
-    decider = "the neural network (learnt), not a handcrafted check" if name == "cnn" else f"the {name} check"
+    decider = f"the {evidence_label(name)}"
+    if name in LEARNT_EVIDENCE:
+        decider += ", not a handcrafted check"
     return f"{verdict.checks[name].explanation} Decided mainly by {decider}."
 
 

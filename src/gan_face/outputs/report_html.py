@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..checks.eyes import TEMPLATE_MEAN
+from ..result import evidence_label
 from .network import NetworkView, draw_template
 
 THUMBNAIL_SIDE = 224
@@ -56,6 +57,7 @@ def _template():
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    environment.globals["evidence_label"] = evidence_label
     environment.globals["template_eyes"] = lambda w, h: (TEMPLATE_MEAN.reshape(3, 2)[:2] * [w, h]).tolist()
     return environment.get_template("report.html.j2")
 

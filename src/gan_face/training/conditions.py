@@ -23,6 +23,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from ..views import centre_square
+
 CONDITIONS = ("clean", "avatar", "laundered", "cropped", "gray")
 LAUNDER_SIZES = (256, 300, 384, 512, 640, 768, 1024)
 LAUNDER_QUALITIES = (30, 50, 70, 80, 90, 95)
@@ -42,12 +44,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((int(width), int(height)), Image.LANCZOS))
-
-
-def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
-    """The largest centred square of a ``width x height`` image as (left, top, side, side): an avatar's crop."""
-    side = min(height, width)
-    return (width - side) // 2, (height - side) // 2, side, side
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ step has seen. Needs ``gan-face[train]``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -322,11 +324,22 @@ def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings
     evaluation = {"data": "the report half of the user's folders (never trained or calibrated on)",
                   "conditions": list(FINETUNE_CONDITIONS), "before_after": report.before_after}  # fmt: skip
     os.replace(staged_weights, output)
+    if card.frame is not None:  # the frame CNN is not fine-tuned; a copy beside the model keeps it whole
+        frame_output = frame_weights_path(output)
+        staged_frame = frame_output.with_name(frame_output.name + ".staging")
+        shutil.copyfile(card.frame.weights_path, staged_frame)
+        os.replace(staged_frame, frame_output)
+        card = card.replace(frame=dataclasses.replace(card.frame, weights_path=frame_output))
     card.replace(weights_path=output).with_sections(
         finetune=finetune_section, evaluation=evaluation, ablation=None, fusion_fit=None
     ).save(output.with_suffix(".json"))
     card_path.unlink()
     return report
+
+
+def frame_weights_path(output: Path) -> Path:
+    """Where a fine-tuned model keeps its copy of the base model's frame CNN (the base's, unchanged)."""
+    return output.with_name(output.stem + "-frame.safetensors")
 
 
 def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Sample],

@@ -13,13 +13,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..align import FaceAligner, Landmarks, align_face
+from ..align import FaceAligner, Landmarks
 from ..card import CnnConfig
 from ..io import load_image
+from ..views import cut_view
 from .augment import Augmentation, degrade
-from .conditions import CONDITIONS, centre_square, condition_with_transform
+from .conditions import CONDITIONS, condition_with_transform
 from .datasets import Sample
 from .facecache import detect_cached, file_key
 
@@ -57,13 +57,12 @@ def build_pool(
     spec: dict,
     aligner: Optional[FaceAligner] = None,
     workers: int = 2,
-    view: str = "face",
 ) -> CropPool:
     """Crops of every sample under ``make_variant(image, points, sample_index, k)``, cached under ``cache_dir``.
 
     ``spec`` describes ``make_variant`` (augmentation settings, seed, conditions) and keys the cache, so a change
-    of recipe never reuses stale crops. ``view="frame"`` stores the whole frame instead of the aligned face
-    (:func:`frame_view`), for images where a face was found.
+    of recipe never reuses stale crops. The config's view says what is stored (:func:`gan_face.views.cut_view`):
+    the aligned face, or the whole frame of each image where a face was found.
     """
     cache_dir = Path(cache_dir)
     aligner = aligner or FaceAligner()
@@ -75,7 +74,7 @@ def build_pool(
         "input_size": config.input_size,
         "crop_template": config.to_dict()["crop_template"],
         "variants": variants,
-        **({"view": view} if view != "face" else {}),  # face pools keep the keys they always had
+        **({"view": config.view} if config.view != "face" else {}),  # face pools keep the keys they always had
     }
     key = _pool_key(paths, spec)
     size = config.input_size
@@ -91,7 +90,7 @@ def build_pool(
     template = np.asarray(config.crop_template)
     from tqdm import tqdm
 
-    worker = _PoolWorker(make_variant, variants, size, template, view)
+    worker = _PoolWorker(make_variant, variants, size, template, config.view)
     if workers > 1:
         import multiprocessing as mp
 
@@ -112,16 +111,8 @@ def _one_thread_per_process() -> None:
     torch.set_num_threads(1)
 
 
-def frame_view(image: np.ndarray, size: int) -> np.ndarray:
-    """The whole frame at low resolution: the centred square (as an avatar crop takes it), resized to ``size``."""
-    left, top, side, _ = centre_square(image.shape[1], image.shape[0])
-    square = Image.fromarray(image[top : top + side, left : left + side])
-    resampling = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC  # area-average when shrinking
-    return np.asarray(square.resize((size, size), resampling))
-
-
 class _PoolWorker:
-    def __init__(self, make_variant, variants: int, size: int, template: np.ndarray, view: str = "face") -> None:
+    def __init__(self, make_variant, variants: int, size: int, template: np.ndarray, view: str) -> None:
         self.make_variant, self.variants, self.size, self.template = make_variant, variants, size, template
         self.view = view
 
@@ -131,10 +122,7 @@ class _PoolWorker:
         stack = np.empty((self.variants, self.size, self.size, 3), np.uint8)
         for k in range(self.variants):
             degraded, moved = self.make_variant(image, points, index, k)
-            if self.view == "frame":
-                stack[k] = frame_view(degraded, self.size)
-            else:
-                stack[k] = align_face(degraded, Landmarks.from_array(moved), self.size, self.template)
+            stack[k] = cut_view(degraded, Landmarks.from_array(moved), self.view, self.size, self.template)
         return index, stack
 
 
