@@ -3,6 +3,7 @@
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo [--families sd3,stylegan2]
         [--epochs 3] [--samples-per-epoch 4000] [--variants 4] [--json loo.json] [--markdown loo.md]
         [--card models/gan-face-v2.json] [--keep-partner-reals] [--fuse-with models/gan-face-v2.json]
+        [--frame-work /tmp/gan-face-loo-frame] [--view frame --input-size 128]
 
 The families, the evaluation reals and the per-fold schedule are in ``gan_face.training.folds``. Crop pools are
 built once (under ``--cache``) and shared by the folds; each fold checkpoints under ``--work`` after every epoch
@@ -11,7 +12,8 @@ family and condition, AUC and TPR at 1% and 0.1% FPR of the CNN alone, and the s
 the 1%-FPR point. ``--card`` stores the matrix in that model card's ``leave_one_out`` section, with the schedule it
 was measured at (the folds are the recipe's, on a short schedule: not the shipped model itself).
 ``--fuse-with`` also scores each fold's CNN fused with the eye-position check by that card's fusion (what the
-detector decides with, not the CNN alone), reported beside the CNN's figures under ``fused``.
+detector decides with, not the CNN alone), reported beside the CNN's figures under ``fused``; with
+``--frame-work DIR`` (the ``--work`` folder of a ``--view frame`` run) each fold's frame CNN joins that fusion.
 """
 
 from __future__ import annotations
@@ -93,6 +95,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--fuse-with", type=Path, help="also score each fold's CNN fused with the eyes by this card"
     )
+    parser.add_argument(
+        "--frame-work",
+        type=Path,
+        help="with --fuse-with: the --work folder of a --view frame run of the same folds, whose frame CNN "
+        "joins the fusion",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -135,14 +143,16 @@ def main(argv=None) -> int:
         if fusion is not None:
             logits = np.load(args.work / fold.family / "logits.npy")
             scored = subset(eval_pool, ~np.isnan(logits).all(axis=1))
-            fused = fused_scores(logits, eye_scores, fusion)
+            frame = None if args.frame_work is None else np.load(args.frame_work / fold.family / "logits.npy")
+            fused = fused_scores(logits, eye_scores, fusion, frame)
             result["fused"] = fold_metrics(fused, scored, fold, EVALUATION_REALS, conditions)
-            result["fused_with"] = f"{args.fuse_with.name}: {', '.join(fusion.features)}"
+            evidence = [f for f in fusion.features if f != "frame" or frame is not None]
+            result["fused_with"] = f"{args.fuse_with.name}: {', '.join(evidence)}"
         results.append(result)
         print(markdown(results[-1:], conditions), flush=True)
     print(markdown(results, conditions))
     if fusion is not None:
-        print("\nfused with the eyes by", args.fuse_with.name)
+        print("\nfused by", args.fuse_with.name)
         print(markdown(results, conditions, key="fused"))
     if args.markdown:
         args.markdown.write_text(markdown(results, conditions) + "\n")

@@ -133,6 +133,16 @@ def test_a_leave_one_out_fold_on_a_tiny_tree(tmp_path, astronaut):
     fused = fused_scores(logits, np.where(templated, 0.9, 0.001)[:, None].repeat(2, axis=1), eyes_only)
     metrics = fold_metrics(fused, scored, fold, ("real/held",), ("avatar", "gray"))
     assert metrics["avatar"]["templated"]["auc"] == 1.0 == metrics["gray"]["templated"]["auc"]
+    # a frame-view run's logits of the same fold join as the "frame" evidence (absent where it has none)
+    frame_logits = np.where(templated, 3.0, -3.0)[:, None].repeat(2, axis=1)
+    scored_rows = ~np.isnan(logits[:, 0])
+    first = np.flatnonzero(scored_rows)[0]
+    frame_logits[first] = np.nan
+    frame_only = Fusion(("cnn", "frame"), (0.0, 1.0), (0.0, 0.0), (1.0, 1.0), 0.5)
+    fused = fused_scores(logits, eyes, frame_only, frame_logits)
+    expected = np.where(templated, 3.5, -2.5)
+    expected[first] = 0.5  # no frame logit: the intercept alone
+    assert np.allclose(fused[scored_rows, 0], expected[scored_rows])
 
 
 def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, astronaut):

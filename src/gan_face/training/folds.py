@@ -201,13 +201,23 @@ def condition_eye_scores(
     return scores
 
 
-def fused_scores(logits: np.ndarray, eye_scores: np.ndarray, fusion: Fusion) -> np.ndarray:
-    """The fold's CNN logits fused with the eye scores by a model card's ``fusion`` (log-odds, ``N x K``; NaN
-    where the CNN has none). Evidence the fusion weighs but the folds do not compute counts as absent."""
+def fused_scores(
+    logits: np.ndarray, eye_scores: np.ndarray, fusion: Fusion, frame_logits: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """The fold's CNN logits fused with the eye scores (and, if given, the same fold's frame-CNN logits) by a
+    model card's ``fusion`` (log-odds, ``N x K``; NaN where the CNN has none). Evidence the fusion weighs but the
+    folds do not compute counts as absent."""
+
+    def score(values: Optional[np.ndarray], index, squash) -> Optional[float]:
+        return None if values is None or np.isnan(values[index]) else squash(float(values[index]))
+
     fused = np.full(logits.shape, np.nan)
     for index in zip(*np.nonzero(~np.isnan(logits))):
-        eyes = eye_scores[index]
-        evidence = {"cnn": sigmoid(float(logits[index])), "eyes": None if np.isnan(eyes) else float(eyes)}
+        evidence = {
+            "cnn": sigmoid(float(logits[index])),
+            "eyes": score(eye_scores, index, float),
+            "frame": score(frame_logits, index, sigmoid),
+        }
         fused[index] = fusion.log_odds(evidence)
     return fused
 
