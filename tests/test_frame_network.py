@@ -93,3 +93,36 @@ def test_a_frame_network_whose_weights_changed_is_refused(frame_card, tmp_path):
     frame_file.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="m-frame.safetensors: does not match the sha256"):
         Detector(weights=folder / "m.json")
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_add_frame_cnn_joins_a_trained_frame_network_beside_the_card(frame_card, tmp_path):
+    base = ModelCard.load("gan-face-v1")
+    held = {"held_out_sources": ["real/a", "fake/b"]}
+    model = base.with_weights(shutil.copy(base.weights_path, tmp_path / "model.safetensors"))
+    model = model.with_sections(training=held).save(tmp_path / "model.json")
+    trained = frame_card.frame
+    frame = base.replace(cnn=trained.config).with_weights(trained.weights_path)
+    frame.with_sections(training={**held, "minutes": 1.0}).save(tmp_path / "frame.json")
+
+    assert _script("add_frame_cnn").main(["--card", str(model.path), "--frame", str(tmp_path / "frame.json")]) == 0
+    joined = ModelCard.load(model.path)
+    assert (
+        joined.frame.weights_path == tmp_path / "model-frame.safetensors" and joined.frame.config.view == "frame"
+    )
+    assert joined.sections["training"]["frame_cnn"]["minutes"] == 1.0 and joined.fusion == model.fusion
+    assert Detector(weights=model.path).report_check_names[:2] == ("cnn", "frame")
+
+    frame.with_sections(training={"held_out_sources": ["real/other"]}).save(tmp_path / "frame.json")
+    with pytest.raises(SystemExit):  # trained on what the card holds out: its halves would not be unseen
+        _script("add_frame_cnn").main(["--card", str(model.path), "--frame", str(tmp_path / "frame.json")])
