@@ -29,9 +29,11 @@ from gan_face.training.scoring import load_rows
 SUBSETS = {
     "cnn": ("cnn",),
     "cnn+eyes": ("cnn", "eyes"),
-    "cnn+eyes+background": ("cnn", "eyes", "background"),
-    "+symmetry": ("cnn", "eyes", "symmetry", "background"),
-    "all checks": None,
+    "cnn+frame": ("cnn", "frame"),
+    "cnn+frame+eyes": ("cnn", "frame", "eyes"),
+    "+background": ("cnn", "frame", "eyes", "background"),
+    "+symmetry": ("cnn", "frame", "eyes", "symmetry", "background"),
+    "all evidence": None,
 }
 
 
