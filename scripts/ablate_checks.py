@@ -1,6 +1,7 @@
 """What each piece of evidence adds: refit the fusion on feature subsets and compare them on the test half.
 
-    python scripts/ablate_checks.py CALIBRATION_ROWS TEST_ROWS [--max-fpr 0.005] [--json ablation.json]
+    python scripts/ablate_checks.py CALIBRATION_ROWS TEST_ROWS [--max-fpr 0.005] [--max-source-fpr 0.01]
+        [--json ablation.json]
 
 Reads the rows saved by ``scripts/fit_fusion.py --save-rows`` (calibration half) and
 ``scripts/evaluate.py --save-rows`` (test half): the same full pipeline, so every check's score is already
@@ -64,6 +65,7 @@ def main() -> int:
     parser.add_argument("calibration_rows", type=Path)
     parser.add_argument("test_rows", type=Path)
     parser.add_argument("--max-fpr", type=float, default=0.005)
+    parser.add_argument("--max-source-fpr", type=float, help="as fit_fusion.py's (the report's thresholds)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     calibration, test = load_rows(args.calibration_rows), load_rows(args.test_rows)
@@ -77,7 +79,9 @@ def main() -> int:
             + "".join(f"  {c} {v['auc']:.4f} / {v['tpr_at_1pct_fpr']:.3f}" for c, v in cv.items())
             + f"  mean TPR {mean_tpr:.3f}"
         )
-        fusion, threshold = fit_on_rows(calibration, max_fpr=args.max_fpr, features=features)
+        fusion, threshold = fit_on_rows(
+            calibration, max_fpr=args.max_fpr, features=features, max_source_fpr=args.max_source_fpr
+        )
         results[name] = {
             "fusion": fusion.to_dict(),
             "threshold": threshold,

@@ -33,6 +33,11 @@ def main() -> int:
     parser.add_argument("--sources", help="comma-separated sources to fit on (default: all)")
     parser.add_argument("--conditions", default="clean", help="comma-separated conditions (default: clean)")
     parser.add_argument("--max-fpr", type=float, default=0.01)
+    parser.add_argument(
+        "--max-source-fpr",
+        type=float,
+        help="also flag at most this share of each real source (of at least 1/share photos) in every condition",
+    )
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--from-rows", type=Path, help="fit from rows saved by --save-rows with this card's CNN")
     parser.add_argument(
@@ -55,7 +60,10 @@ def main() -> int:
     if args.save_rows:
         save_rows(rows, args.save_rows)
     fusion, threshold = fit_on_rows(
-        rows, max_fpr=args.max_fpr, features=args.features.split(",") if args.features else None
+        rows,
+        max_fpr=args.max_fpr,
+        features=args.features.split(",") if args.features else None,
+        max_source_fpr=args.max_source_fpr,
     )
     labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
@@ -72,6 +80,7 @@ def main() -> int:
             "conditions": conditions,
             "features": list(fusion.features),
             "max_fpr": args.max_fpr,
+            **({"max_source_fpr": args.max_source_fpr} if args.max_source_fpr is not None else {}),
             "metrics": report,
         }
     )

@@ -156,6 +156,14 @@ def main(argv=None) -> int:
         print(markdown(results, conditions, key="fused"))
     if args.markdown:
         args.markdown.write_text(markdown(results, conditions) + "\n")
+    fused_protocol = None
+    if fusion is not None:
+        fused_protocol = (
+            f"each fold's 'fused': its CNN logit fused by the fusion of {args.fuse_with.name} with the "
+            "eye-position check (landmarks moved by each condition's geometry)"
+        )
+        if args.frame_work:
+            fused_protocol += f" and the same fold's frame CNN (from {args.frame_work}, a --view frame run)"
     payload = {
         "protocol": "scripts/leave_one_out.py: per fold, the CNN trained without one generator family on a short "
         f"schedule ({args.epochs} x {args.samples_per_epoch} crops, {args.variants} cached variants per image), "
@@ -163,6 +171,7 @@ def main(argv=None) -> int:
         + " the real sources paired with that family (same processing pipeline), "
         "its logit alone scored on that family against real sources no fold trains on",
         "command": " ".join(["python scripts/leave_one_out.py", *(argv if argv is not None else sys.argv[1:])]),
+        **({"fused_protocol": fused_protocol} if fused_protocol else {}),
         "evaluation_reals": list(EVALUATION_REALS),
         "conditions": conditions,
         "folds": results,

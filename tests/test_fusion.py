@@ -51,3 +51,31 @@ def test_threshold_flags_at_most_the_allowed_share():
 def test_score_logit_is_clipped():
     assert score_logit(0.0) == pytest.approx(-13.8155, abs=1e-3)
     assert score_logit(1.0) == pytest.approx(13.8155, abs=1e-3)
+
+
+def test_the_per_source_limit_guards_a_hard_source_and_skips_one_too_small_to_measure():
+    from gan_face.training.datasets import Sample
+    from gan_face.training.fitting import strictest_threshold
+
+    identity = Fusion(("cnn",), (1.0,), (0.0,), (1.0,), 0.0)  # likelihood == the cnn score
+
+    def rows(source, scores, label=0):
+        return [
+            {
+                "sample": Sample(f"{source}/{i}.jpg", label, source, "x", str(i)),
+                "condition": "avatar",
+                "scores": {"cnn": s},
+            }
+            for i, s in enumerate(scores)
+        ]
+
+    hard = rows("real/ffhq", [0.1] * 194 + [0.90, 0.91, 0.92, 0.93, 0.94, 0.95])  # 6 of 200 near the fakes
+    easy = rows("real/lfw", [0.05] * 800)
+    small = rows("real/tiny", [0.1] * 49 + [0.99])  # 50 photos: 1% of them is half a photo
+    data = hard + easy + small + rows("fake/x", [0.97] * 100, 1)
+    pooled = strictest_threshold(identity, data, max_fpr=0.01)  # 10 of 1,050 may be flagged: all six pass
+    assert pooled <= 0.90
+    guarded = strictest_threshold(identity, data, max_fpr=0.01, max_source_fpr=0.01)
+    # at most 2 of FFHQ's 200 at or above it; the tiny source's single high photo does not set it
+    assert 0.93 < guarded <= 0.94 + 1e-9
+    assert sum(r["scores"]["cnn"] >= guarded for r in hard) == 2

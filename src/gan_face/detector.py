@@ -49,7 +49,7 @@ class Detector:
     ``threshold`` overrides the card's operating point for ``Verdict.synthetic``.
 
     ``checks``: ``"all"`` (default) computes every check for every image. ``"auto"`` computes the evidence the
-    likelihood is made of (in the shipped model the CNN and the eye position) for every image, and the checks
+    likelihood is made of (in the shipped model the two CNNs and the eye position) for every image, and the checks
     that only explain (symmetry, background, spectrum) for the images that are flagged or near the threshold
     (:data:`EXPLAIN_MARGIN`); elsewhere they are :class:`~gan_face.checks.NotComputed` results, score ``None``,
     saying so. Likelihoods and flags are the same either way.

@@ -119,26 +119,47 @@ def fit_linear_evidence(
 
 
 def fit_on_rows(
-    rows: Sequence[Mapping], max_fpr: float = 0.01, features: Optional[Sequence[str]] = None
+    rows: Sequence[Mapping],
+    max_fpr: float = 0.01,
+    features: Optional[Sequence[str]] = None,
+    max_source_fpr: Optional[float] = None,
 ) -> tuple[Fusion, float]:
     """Fusion and threshold from rows of :func:`gan_face.training.scoring.score_samples`.
 
     ``features`` limits the evidence fused (default: every score in the rows). The threshold is the strictest
     of the per-condition ones, so at most ``max_fpr`` of the real photos are flagged in every condition
-    (clean files, avatars, laundered, cropped), not merely on average.
+    (clean files, avatars, laundered, cropped), not merely on average; with ``max_source_fpr``, also at most
+    that share of each real source (:func:`strictest_threshold`).
     """
     names = list(features) if features is not None else list(rows[0]["scores"])
     labels = np.array([r["sample"].label for r in rows])
     fusion = fit_fusion({n: [r["scores"][n] for r in rows] for n in names}, labels)
-    return fusion, strictest_threshold(fusion, rows, max_fpr)
+    return fusion, strictest_threshold(fusion, rows, max_fpr, max_source_fpr)
 
 
-def strictest_threshold(fusion: Fusion, rows: Sequence[Mapping], max_fpr: float) -> float:
-    """The threshold that flags at most ``max_fpr`` of the real photos in every condition of ``rows``."""
+def strictest_threshold(
+    fusion: Fusion, rows: Sequence[Mapping], max_fpr: float, max_source_fpr: Optional[float] = None
+) -> float:
+    """The threshold that flags at most ``max_fpr`` of the real photos in every condition of ``rows`` and, with
+    ``max_source_fpr``, at most that share of each real source in every condition.
+
+    The per-source limit holds for sources large enough that the share is at least one photo (``n >=
+    1 / max_source_fpr``): below that it would allow no flag at all, and the threshold would be set by the
+    single highest photo of a few dozen, which says little about the next few dozen. It guards the real photos
+    that look most like generated ones (FFHQ-framed portraits, for a network that sees the frame) from being
+    averaged away among easy ones.
+    """
     labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
     conditions = np.array([r["condition"] for r in rows])
-    return max(
-        threshold_at_fpr(likelihoods[(labels == 0) & (conditions == c)], max_fpr)
-        for c in dict.fromkeys(conditions)
-    )
+    groups = [(labels == 0) & (conditions == c) for c in dict.fromkeys(conditions)]
+    limits = [max_fpr] * len(groups)
+    if max_source_fpr is not None:
+        sources = np.array([r["sample"].source for r in rows])
+        for source in dict.fromkeys(sources[labels == 0]):
+            for condition in dict.fromkeys(conditions):
+                group = (labels == 0) & (sources == source) & (conditions == condition)
+                if group.sum() * max_source_fpr >= 1:
+                    groups.append(group)
+                    limits.append(max_source_fpr)
+    return max(threshold_at_fpr(likelihoods[group], limit) for group, limit in zip(groups, limits))
