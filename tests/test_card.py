@@ -10,9 +10,17 @@ from gan_face.errors import WeightsError
 
 
 def test_shipped_card_round_trips_byte_for_byte(tmp_path):
+    import dataclasses
+
     shipped = ModelCard.load()
-    shutil.copy(shipped.weights_path, tmp_path / shipped.weights_path.name)
-    saved = shipped.replace(weights_path=tmp_path / shipped.weights_path.name).save(tmp_path / "copy.json")
+    for network in shipped.networks().values():  # every weights file beside the copy, as beside the original
+        shutil.copy(network.weights_path, tmp_path / network.weights_path.name)
+    moved = shipped.replace(weights_path=tmp_path / shipped.weights_path.name)
+    if shipped.frame is not None:
+        moved = moved.replace(
+            frame=dataclasses.replace(shipped.frame, weights_path=tmp_path / shipped.frame.weights_path.name)
+        )
+    saved = moved.save(tmp_path / "copy.json")
     assert (tmp_path / "copy.json").read_text() == default_card_path().read_text()
     again = ModelCard.load(tmp_path / "copy.json")
     assert again.fusion == shipped.fusion and again.cnn == shipped.cnn and again.detector == shipped.detector

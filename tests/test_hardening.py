@@ -69,6 +69,9 @@ def test_finetuned_card_carries_its_own_evaluation_and_readable_weights(small_fi
     assert card.sections["evaluation"]["before_after"]["new generator (held out)"]["after"]["n_real"] >= 1
     assert card.sections["finetune"]["threshold"]["how"].startswith("the base model's")
     assert oct(out.stat().st_mode & 0o777) == oct(out.with_suffix(".json").stat().st_mode & 0o777)
+    # the base model's frame CNN (not fine-tuned) is copied beside the new model, unchanged: it stands alone
+    assert card.frame.weights_path == out.with_name("adapted-frame.safetensors")
+    assert card.frame.sha256 == ModelCard.load().frame.sha256 and card.frame.weights_path.exists()
 
 
 def test_finetune_cache_is_a_real_temporary_folder(tmp_path, monkeypatch, astronaut):
