@@ -34,7 +34,7 @@ MIN_FACE_CONFIDENCE = 0.95
 DEFAULT_BATCH_SIZE = 32
 #: With ``checks="auto"``, the checks that carry no weight in the likelihood (they only explain) are computed for
 #: images whose log-odds are at most this far below the threshold's: flagged images and those near the line.
-#: 2.0 is odds within a factor of e^2 ~ 7.4: likelihood >= 0.83 at the shipped threshold 0.973.
+#: 2.0 is odds within a factor of e^2 ~ 7.4: likelihood >= 0.90 at the shipped threshold 0.9845.
 EXPLAIN_MARGIN = 2.0
 
 CheckPolicy = Literal["all", "auto"]
