@@ -95,11 +95,6 @@ class Detector:
             self.networks = {name: load_cnn(self.card, device, network=name) for name in self.card.networks()}
 
     @property
-    def cnn(self) -> Optional["CnnScorer"]:
-        """The CNN on the aligned face (``None`` for a model without one)."""
-        return self.networks.get("cnn")
-
-    @property
     def report_check_names(self) -> tuple[str, ...]:
         """The evidence every Verdict of this detector carries, in report order."""
         return tuple(self.networks) + self.check_names
@@ -208,7 +203,7 @@ class Detector:
         all_faces = self.aligner.detect_batch(list(images))
         mains = [faces[0] if faces else None for faces in all_faces]
         by_network = [scorer.score_faces(images, mains) for scorer in self.networks.values()]
-        learnt_results = [{r.name: r for r in results} for results in zip(*by_network)] or [{}] * len(images)
+        learnt_results = [{r.name: r for r in results} for results in zip(*by_network)] or [{} for _ in images]
         verdicts = []
         for image, faces, face, learnt in zip(images, all_faces, mains, learnt_results):
             results = run_checks(image, face, self.weighted_checks)
