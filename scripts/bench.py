@@ -288,13 +288,11 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
 
     import torch
 
-    from gan_face._math import sigmoid
     from gan_face.checks import CHECKS
     from gan_face.cnn import crop_for_cnn
     from gan_face.detector import Detector
     from gan_face.io import load_image
     from gan_face.outputs.report import CsvRowWriter, columns_for, verdict_row
-    from gan_face.result import CheckResult
 
     torch.set_num_threads(1)
     spent: dict[str, float] = defaultdict(float)
@@ -339,11 +337,10 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
             crops = [crop_for_cnn(img, face, cnn.config) for img, face in zip(images, mains) if face is not None]
             spent[f"{name}: {cnn.config.view} crops"] += clock() - start
             start = clock()
-            logits = iter(cnn.logits(crops))
+            logits = cnn.logits(crops)
             spent[f"{name}: CNN forward"] += clock() - start
-            for found, face in zip(learnt, mains):  # the results score_faces would give, from these logits
-                if face is not None:
-                    found[name] = CheckResult(name, sigmoid(float(next(logits))), "")
+            for found, result in zip(learnt, cnn.results(mains, logits)):
+                found[name] = result
         checks = []
         for image, face in zip(images, mains):
             found = {}

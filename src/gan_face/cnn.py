@@ -183,27 +183,28 @@ def crop_for_cnn(image: np.ndarray, face: Face, config: CnnConfig) -> np.ndarray
     return cut_view(image, face.landmarks, config.view, config.input_size, np.asarray(config.crop_template))
 
 
+_WHOLE_PICTURE = "The second neural network, on the whole picture (background, hair, clothes, framing),"
+#: What each network's probability says, from sure-generated to camera photo (bands >= 0.9, >= 0.5, > 0.1, rest).
+_EXPLANATIONS = {
+    "face": (
+        "The neural network finds GAN texture and shape artefacts in the face ({p:.0%}).",
+        "The neural network leans towards a GAN-made face ({p:.0%}), without certainty.",
+        "The neural network leans towards a camera photo ({p:.0%} GAN-like).",
+        "The neural network sees a natural camera photo ({p:.0%} GAN-like).",
+    ),
+    "frame": (
+        _WHOLE_PICTURE + " finds a generator's traces ({p:.0%}).",
+        _WHOLE_PICTURE + " leans towards a generated image ({p:.0%}).",
+        _WHOLE_PICTURE + " leans towards a camera photo ({p:.0%}).",
+        _WHOLE_PICTURE + " sees a camera photo ({p:.0%} generated-like).",
+    ),
+}
+
+
 def explain_cnn(probability: float, view: str = "face") -> str:
-    if view == "frame":
-        return explain_frame(probability)
-    if probability >= 0.9:
-        return f"The neural network finds GAN texture and shape artefacts in the face ({probability:.0%})."
-    if probability >= 0.5:
-        return f"The neural network leans towards a GAN-made face ({probability:.0%}), without certainty."
-    if probability > 0.1:
-        return f"The neural network leans towards a camera photo ({probability:.0%} GAN-like)."
-    return f"The neural network sees a natural camera photo ({probability:.0%} GAN-like)."
-
-
-def explain_frame(probability: float) -> str:
-    where = "the whole picture (background, hair, clothes, framing)"
-    if probability >= 0.9:
-        return f"The second neural network, on {where}, finds a generator's traces ({probability:.0%})."
-    if probability >= 0.5:
-        return f"The second neural network, on {where}, leans towards a generated image ({probability:.0%})."
-    if probability > 0.1:
-        return f"The second neural network, on {where}, leans towards a camera photo ({probability:.0%})."
-    return f"The second neural network, on {where}, sees a camera photo ({probability:.0%} generated-like)."
+    """One line on what a network of ``view`` found, by how sure it is."""
+    band = 0 if probability >= 0.9 else 1 if probability >= 0.5 else 2 if probability > 0.1 else 3
+    return _EXPLANATIONS[view][band].format(p=probability)
 
 
 class CnnScorer:
@@ -228,7 +229,11 @@ class CnnScorer:
         """A check result per image, named after this network; ``score=None`` where there is no face to look at
         (the frame network too: it was trained on, and is calibrated for, images with a face)."""
         crops = [crop_for_cnn(img, face, self.config) for img, face in zip(images, faces) if face is not None]
-        logits = iter(self.logits(crops))
+        return self.results(faces, self.logits(crops))
+
+    def results(self, faces: Sequence[Optional[Face]], face_logits: np.ndarray) -> list[CheckResult]:
+        """The check results of :meth:`score_faces` from the logits of the images that have a face, in order."""
+        logits = iter(face_logits)
         results = []
         for face in faces:
             if face is None:

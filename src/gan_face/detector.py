@@ -89,10 +89,10 @@ class Detector:
         self.explaining_checks = tuple(name for name in self.check_names if name not in weighted)
         #: the learnt evidence by name: the CNN on the face (``"cnn"``) and, if the model has one, on the frame
         self.networks: dict[str, "CnnScorer"] = {}
-        if self.card.networks():
+        if names := tuple(self.card.networks()):
             from .cnn import load_cnn
 
-            self.networks = {name: load_cnn(self.card, device, network=name) for name in self.card.networks()}
+            self.networks = {name: load_cnn(self.card, device, network=name) for name in names}
 
     @property
     def report_check_names(self) -> tuple[str, ...]:
