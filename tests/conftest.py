@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
+import shutil
 import struct
+import subprocess
+import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -26,6 +32,121 @@ def _torch_threads_restored():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium (package ``chromium``); tests that need it skip without it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("Chromium is not installed (Debian package: chromium)")
+    return found
+
+
+def chromium_flags(profile: Path) -> list[str]:
+    """Headless, offline, with a fresh profile: nothing is fetched but the page under test."""
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+
+
+class DevTools:
+    """One page of headless Chromium driven over its DevTools protocol (``websocket-client``): load a URL, run
+    JavaScript, give a file input files, take a screenshot. Use as a context manager; the browser is ended."""
+
+    def __init__(self, chromium: str, profile: Path, width: int = 1280, height: int = 900) -> None:
+        import websocket
+
+        self.width, self.height = width, height
+        self.process = subprocess.Popen(
+            [chromium, *chromium_flags(profile), "--remote-debugging-port=0", f"--window-size={width},{height}",
+             "--hide-scrollbars", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            port = self._port(profile / "DevToolsActivePort")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as answer:
+                page = next(t for t in json.load(answer) if t["type"] == "page")
+            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
+        except BaseException:
+            self.close()
+            raise
+        self._id = 0
+        self.call(
+            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+        )
+
+    def _port(self, path: Path, timeout: float = 60) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chromium exited with status {self.process.returncode}")
+            if path.exists() and path.read_text().strip():
+                return int(path.read_text().split()[0])
+            time.sleep(0.1)
+        raise TimeoutError("chromium did not open its DevTools port")
+
+    def call(self, method: str, **params):
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:  # events in between are not needed
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 120):
+        """Poll ``expression`` until it is truthy; return its value."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise TimeoutError(f"still false after {timeout} s: {expression}")
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'", timeout=60)
+
+    def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Give the file input ``selector`` these files as a person picking them would: its change event fires."""
+        found = self.call("Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})")
+        self.call("DOM.setFileInputFiles", files=[str(p) for p in paths], objectId=found["result"]["objectId"])
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "DevTools":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import chromium_flags
 from PIL import Image
 
 from gan_face.align import Face, Landmarks
@@ -110,24 +111,11 @@ def test_reason_says_whether_the_cnn_or_a_check_carried_the_decision(likelihood,
         assert "no likelihood" in reason
 
 
-def test_html_report_renders_in_headless_chromium(avatars, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian package: chromium)")
+def test_html_report_renders_in_headless_chromium(avatars, tmp_path, chromium):
     out = tmp_path / "report.html"
     assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q", "--summary"]).exit_code == 1
     shot = tmp_path / "report.png"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = chromium_flags(tmp_path / "profile")
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120
     )

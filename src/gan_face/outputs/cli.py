@@ -46,7 +46,11 @@ def main(verbose: int) -> None:
     help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
     ".json card).",
 )
-@click.option("--device", default=None, help="torch device, e.g. cuda (default: cpu).")
+@click.option(
+    "--device",
+    default=None,
+    help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
+)
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan: skip the files already in the report.")
 @click.option(
@@ -182,6 +186,135 @@ def scan(
     sys.exit(1 if result.failed else 0)
 
 
+#: the [serve] extra's modules: an ImportError naming one of these means the extra is not installed
+_SERVE_MODULES = {"fastapi", "uvicorn", "python_multipart", "starlette", "pydantic"}
+
+
+@main.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine)."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option(
+    "--weights",
+    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
+    ".json card).",
+)
+@click.option(
+    "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."
+)
+@click.option(
+    "--device",
+    default=None,
+    help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU threads to score with, as for scan (default: $GAN_FACE_THREADS, else the CPUs this process may "
+    "use).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Images per batch.")
+@click.option(
+    "--checks",
+    "check_policy",
+    type=click.Choice(["auto", "all"]),
+    default="auto",
+    show_default=True,
+    help="As for scan: auto computes the explaining checks for flagged and near-threshold images only.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Largest request body, in MiB (refused with 413 while it is read).",
+)
+@click.option("--max-files", default=64, show_default=True, type=click.IntRange(1), help="Images per request.")
+@click.option(
+    "--max-pixels",
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Refuse larger images (413, from the header: decompression bombs).",
+)
+@click.option(
+    "--max-queue",
+    default=512,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images waiting at most (then 503).",
+)
+def serve(
+    host: str,
+    port: int,
+    weights: Optional[str],
+    threshold: Optional[float],
+    device: Optional[str],
+    threads: Optional[int],
+    batch_size: int,
+    check_policy: str,
+    max_upload_mb: float,
+    max_files: int,
+    max_pixels: int,
+    max_queue: int,
+) -> None:
+    """Serve the detector: a page to drop avatars on (GET /) and an HTTP API (POST /v1/score, GET /v1/model,
+    GET /healthz, OpenAPI schema at /openapi.json). Needs the serve extra: pip install "gan-face[serve]".
+    """
+    from PIL import Image
+
+    from .._runtime import THREADS_ENV, configure_threads, tune_allocator
+
+    try:
+        from . import serve as server
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in _SERVE_MODULES:
+            raise
+        raise click.ClickException(
+            f'gan-face serve needs the serve extra ({exc.name} is not installed): pip install "gan-face[serve]"'
+        ) from None
+    tune_allocator()
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)  # as for scan: --max-pixels rules
+    try:
+        threads = configure_threads(threads)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (from {THREADS_ENV})") from None
+    try:
+        sock = server.listen(host, port)
+    except OSError as exc:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    limits = server.Limits(
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_files=max_files,
+        max_pixels=max_pixels,
+        max_queue=max_queue,
+    )
+    detector = _load_detector(
+        weights=weights,
+        device=device,
+        threshold=threshold,
+        max_pixels=max_pixels,
+        checks=check_policy,
+        workers=threads,
+    )
+    url = server.url_of(sock)
+    if not server.is_loopback(host):
+        click.echo(
+            f"warning: listening on {host}, not on loopback: anyone who can reach this machine on port "
+            f"{sock.getsockname()[1]} can send it images and read its verdicts; there is no authentication. "
+            "Use --host 127.0.0.1 unless that is what you want.",
+            err=True,
+        )
+    click.echo(
+        f"gan-face serve: model {detector.card.name}, threshold {detector.threshold:.4f}, {threads} threads; "
+        f"open {url} in a browser (API schema: {url}openapi.json, browsable at {url}docs with Swagger UI, which "
+        "loads from the internet). Ctrl-C stops it.",
+        err=True,
+    )
+    server.serve(server.create_app(detector, limits, batch_size=batch_size), sock)
+
+
 class ModelLoadError(click.ClickException):
     """The model (weights or card) cannot be used: bad input, not bad usage of the command line."""
 
@@ -257,7 +390,11 @@ def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
     type=click.Path(file_okay=False),
     help="Cache folder for detections and crops (default: a temporary folder).",
 )
-@click.option("--device", default=None, help="torch device for scoring (training runs on the CPU).")
+@click.option(
+    "--device",
+    default=None,
+    help="OpenVINO device for the before/after scoring (default cpu); training runs on the CPU.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def finetune(
     real_dir, fake_dir, output, base, samples_per_epoch, epochs, val_fraction, base_val, cache, device, overwrite

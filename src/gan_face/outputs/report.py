@@ -71,6 +71,28 @@ def error_row(path: str, error: BaseException, check_names: Sequence[str]) -> di
     return row
 
 
+def csv_line(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """One CSV line of ``row``'s flat columns, as a report holds it (empty cells for ``None``)."""
+    return _csv_record(["" if row.get(c) in (None, "") else _csv_value(row.get(c)) for c in columns])
+
+
+def csv_header(columns: Sequence[str]) -> str:
+    return _csv_record(columns)
+
+
+def jsonl_line(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """One JSON-lines line: the columns first, in order, then the nested fields (face, explanations, ...)."""
+    ordered = {c: row.get(c) for c in columns}
+    ordered.update({k: v for k, v in row.items() if k not in ordered})
+    return json.dumps(ordered, ensure_ascii=False) + "\n"
+
+
+def _csv_record(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
 class CsvRowWriter:
     """Writes the flat columns; nested fields (face, explanations) are JSONL-only."""
 
@@ -78,16 +100,11 @@ class CsvRowWriter:
         self._handle = handle
         self._columns = tuple(columns)
         if write_header:
-            self._write_line(self._columns)
+            self._handle.write(csv_header(self._columns))
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self._write_line(["" if row.get(c) in (None, "") else _csv_value(row.get(c)) for c in self._columns])
-
-    def _write_line(self, values: Sequence[Any]) -> None:
         # one write() per complete line, so an interrupted scan leaves whole rows only
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(values)
-        self._handle.write(buffer.getvalue())
+        self._handle.write(csv_line(row, self._columns))
 
 
 class JsonlRowWriter:
@@ -96,9 +113,7 @@ class JsonlRowWriter:
         self._columns = tuple(columns)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        ordered = {c: row.get(c) for c in self._columns}
-        ordered.update({k: v for k, v in row.items() if k not in ordered})
-        self._handle.write(json.dumps(ordered, ensure_ascii=False) + "\n")
+        self._handle.write(jsonl_line(row, self._columns))
 
 
 def _csv_value(value: Any) -> Any:

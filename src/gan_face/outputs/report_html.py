@@ -3,7 +3,8 @@
 Flagged images first; each with a thumbnail on which the landmarks (dots) and the StyleGAN eye template (rings)
 are drawn, its likelihood, status and every check's score and explanation; sortable and filterable in the
 browser; the network view on top. Thumbnails are embedded as base64 JPEG. The page's markup is the Jinja
-template ``templates/report.html.j2`` (autoescaped).
+template ``templates/report.html.j2`` (autoescaped); each card is the macro in ``templates/_cards.html.j2``, which
+the serve page (``serve.py``) renders too.
 
 The page is rendered at the end of a scan from the JSON-lines rows written during it (the ``.partial`` file),
 holding in memory only each row's likelihood and file offset, so its size, not the scan's, bounds memory. The
@@ -17,7 +18,7 @@ import io
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -49,7 +50,8 @@ def png_b64(image: np.ndarray) -> str:
 
 
 @lru_cache(maxsize=1)
-def _template():
+def environment():
+    """The Jinja environment of the pages in ``templates/`` (the report and the serve page), autoescaped."""
     import jinja2
 
     environment = jinja2.Environment(
@@ -59,7 +61,27 @@ def _template():
     )
     environment.globals["evidence_label"] = evidence_label
     environment.globals["template_eyes"] = lambda w, h: (TEMPLATE_MEAN.reshape(3, 2)[:2] * [w, h]).tolist()
-    return environment.get_template("report.html.j2")
+    return environment
+
+
+def card_row(row: dict, check_names: Sequence[str]) -> dict:
+    """``row`` (a report row, with its ``thumbnail`` when it has one) with every key a card reads filled in."""
+    row.setdefault("thumbnail", None)
+    row.setdefault("error", None)
+    row.setdefault("face", None)
+    row.setdefault("explanations", {})
+    row.setdefault("image_size", None)
+    row.setdefault("reason", "")
+    row.setdefault("decided_by", None)
+    for name in check_names:
+        row.setdefault(f"check_{name}", None)
+    return row
+
+
+def render_card(row: dict, index: int, check_names: Sequence[str]) -> str:
+    """One verdict card as the report shows it (the serve page adds them one by one)."""
+    cards = environment().get_template("_cards.html.j2").module
+    return str(cards.card(card_row(dict(row), check_names), index, list(check_names)))
 
 
 def render_html(
@@ -86,17 +108,7 @@ def render_html(
     def cards(rows) -> Iterator[tuple[int, dict]]:
         for i, (_, _, row_offset) in enumerate(index):
             rows.seek(row_offset)
-            row = json.loads(rows.readline())
-            row.setdefault("thumbnail", None)
-            row.setdefault("error", None)
-            row.setdefault("face", None)
-            row.setdefault("explanations", {})
-            row.setdefault("image_size", None)
-            row.setdefault("reason", "")
-            row.setdefault("decided_by", None)
-            for name in check_names:
-                row.setdefault(f"check_{name}", None)
-            yield i, row
+            yield i, card_row(json.loads(rows.readline()), check_names)
 
     means = [
         (title, png_b64(draw_template(mean)))
@@ -105,7 +117,7 @@ def render_html(
     ]
     staging = output.with_name(output.name + ".rendering")
     with open(rows_path, "rb") as rows:
-        _template().stream(
+        environment().get_template("report.html.j2").stream(
             n_images=len(index),
             n_flagged=sum(1 for item in index if item[0]),
             threshold=threshold,
