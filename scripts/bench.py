@@ -7,14 +7,17 @@ Builds the folder once (the avatar condition of DESIGN.md: centre square, 400 px
 images, or from scikit-image's astronaut when there is no data), then measures on the same files in one run:
 
 * decode only: the files decoded by as many threads as the scan uses, nothing else;
-* face detector only: the model's face detector on the decoded images (decode excluded), run both ways it can
-  use the cores (one worker per core with one torch thread each, as the scan runs it, and one worker with a
-  torch thread per core); the faster is the reference;
+* face detector only: the model's face detector on the decoded images (decode excluded), one worker per core
+  with one thread per network inference, as the scan runs it (checkouts that run torch: also one worker with a
+  torch thread per core; the faster is the reference);
 * full scan: ``gan-face scan FOLDER -o scan.csv`` in a fresh process, start-up included (its peak memory too);
+* ``--baseline OLD/src``: the full scan of another checkout (``git archive a4cebd4 src | tar -x -C old``),
+  alternated with this one's (``--repeats`` each), and the ratio of their medians;
 * two scans started together on the same files (separate reports): their combined rate, beside one alone;
 * ``--compare A.json,B.json``: full scans with each model card, alternated (A B A B ...), so that models are
   compared in the same run under the same load;
-* with ``--device cuda`` available, the full scan again on the GPU (else it says it was not measured);
+* with an OpenVINO GPU device, the full scan again with ``--device gpu`` and its largest likelihood difference
+  from the CPU's (else it says it was not measured; CUDA is not a device of the OpenVINO runtime);
 * ``--memory``: peak memory of full scans of larger folders (files repeated by links);
 * ``--profile N``: CPU time per image of each stage (decode, face detection per pyramid level, alignment, CNN,
   each check, fusion, CSV rows) on N files, one thread: where the time goes.
@@ -82,10 +85,11 @@ SCAN_CODE = (
 )
 
 
-def start_scan(folder: Path, out: Path, extra: list[str]) -> subprocess.Popen:
-    """``gan-face scan folder -o out -q`` in a fresh Python process."""
+def start_scan(folder: Path, out: Path, extra: list[str], code: Path | None = None) -> subprocess.Popen:
+    """``gan-face scan folder -o out -q`` in a fresh Python process (``code``: another checkout's ``src``)."""
     command = [sys.executable, "-c", SCAN_CODE, "scan", str(folder), "-o", str(out), "-q", "--overwrite", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish_scan(process: subprocess.Popen, start: float, files: int) -> dict:
@@ -102,12 +106,35 @@ def finish_scan(process: subprocess.Popen, start: float, files: int) -> dict:
     }
 
 
-def timed_scans(folder: Path, files: int, extra: list[str], copies: int = 1) -> list[dict]:
-    """``copies`` scans of ``folder`` started together; each one's figures (its own wall time)."""
+def timed_scans(
+    folder: Path, files: int, extra: list[str], copies: int = 1, code: Path | None = None
+) -> list[dict]:
+    """``copies`` scans of ``folder`` started together; each one's figures (its own wall time) and report."""
     work = Path(tempfile.mkdtemp(prefix="gan-face-bench-"))
     start = time.perf_counter()
-    processes = [start_scan(folder, work / f"scan{i}.csv", extra) for i in range(copies)]
-    return [finish_scan(p, start, files) for p in processes]
+    processes = [start_scan(folder, work / f"scan{i}.csv", extra, code) for i in range(copies)]
+    return [
+        {**finish_scan(p, start, files), "report": str(work / f"scan{i}.csv")} for i, p in enumerate(processes)
+    ]
+
+
+def largest_log_odds_difference(report_a: str, report_b: str) -> float:
+    """The largest difference in log-odds between two scan reports' likelihoods of the same files (where both
+    are within [1e-4, 1 - 1e-4]: the report rounds to 6 decimals, too coarse for log-odds beyond)."""
+    import csv
+
+    def read(path: str) -> dict[str, float]:
+        with open(path, newline="") as handle:
+            return {row["path"]: float(row["likelihood"]) for row in csv.DictReader(handle) if row["likelihood"]}
+
+    a, b = read(report_a), read(report_b)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return float("nan")
+    pa, pb = (np.array([d[k] for k in common]) for d in (a, b))
+    inside = (np.minimum(pa, pb) >= 1e-4) & (np.maximum(pa, pb) <= 1 - 1e-4)
+    pa, pb = pa[inside], pb[inside]
+    return float(np.abs(np.log(pa / (1 - pa)) - np.log(pb / (1 - pb))).max()) if inside.any() else float("nan")
 
 
 def linked_folder(base: list[Path], size: int) -> Path:
@@ -121,9 +148,10 @@ def linked_folder(base: list[Path], size: int) -> Path:
 
 
 def set_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
+    """For checkouts that score with torch (``--baseline``'s); the OpenVINO runtime does not import it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 def detector_rate(aligner, decoded: list, batch_size: int, workers: int) -> float:
@@ -160,7 +188,12 @@ def main() -> int:
     parser.add_argument("--scan-args", default="", help="extra options for the scans, e.g. '--checks all'")
     parser.add_argument("--no-pair", action="store_true", help="skip the two-scans-at-once run")
     parser.add_argument("--compare", default="", help="comma-separated model cards to scan with, alternated")
-    parser.add_argument("--repeats", type=int, default=2, help="scans per model card for --compare")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="scans per model card (--compare) or code (--baseline)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout's src folder, scanned alternately with this"
+    )
     parser.add_argument("--memory", default="", help="comma-separated folder sizes for the peak-memory runs")
     parser.add_argument("--profile", type=int, default=0, help="files for the per-stage CPU profile")
     parser.add_argument("--json", type=Path)
@@ -192,16 +225,20 @@ def main() -> int:
     decoded = decode_all(files, threads)
     results["decode_only_per_s"] = rate(len(files), time.perf_counter() - start)
 
-    aligner = Detector().aligner  # the model's own face-search settings
+    try:  # the model's own face-search settings, each network able to run one inference per worker at once
+        aligner = Detector(workers=threads).aligner
+    except TypeError:  # a checkout from before workers
+        aligner = Detector().aligner
     set_torch_threads(1)
-    per_worker = detector_rate(aligner, decoded, args.batch_size, threads)
-    set_torch_threads(threads)
-    one_team = detector_rate(aligner, decoded, args.batch_size, 1)
-    results["detector_only_per_s"] = max(per_worker, one_team)
     results["detector_only_ways"] = {
-        f"{threads} workers x 1 torch thread": per_worker,
-        f"1 worker x {threads} torch threads": one_team,
+        f"{threads} workers x 1 thread": detector_rate(aligner, decoded, args.batch_size, threads)
     }
+    if "torch" in sys.modules:  # a checkout that scores with torch: its thread team too
+        set_torch_threads(threads)
+        results["detector_only_ways"][f"1 worker x {threads} torch threads"] = detector_rate(
+            aligner, decoded, args.batch_size, 1
+        )
+    results["detector_only_per_s"] = max(results["detector_only_ways"].values())
     del decoded, aligner
 
     (scan,) = timed_scans(folder, len(files), extra)
@@ -227,13 +264,32 @@ def main() -> int:
             card: {"runs_per_s": v, "median_per_s": float(np.median(v))} for card, v in runs.items()
         }
 
-    import torch
+    if args.baseline:
+        runs = {"this checkout": [], str(args.baseline): []}
+        for _ in range(args.repeats):
+            for code in (None, args.baseline):
+                (one,) = timed_scans(folder, len(files), extra, code=code)
+                runs["this checkout" if code is None else str(args.baseline)].append(one)
+        this, old = (float(np.median([r["images_per_s"] for r in v])) for v in runs.values())
+        results["baseline"] = {
+            "code": str(args.baseline),
+            "runs_per_s": {k: [r["images_per_s"] for r in v] for k, v in runs.items()},
+            "peak_rss_mib": {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()},
+            "speedup": this / old,
+            "largest_log_odds_difference": largest_log_odds_difference(
+                runs["this checkout"][0]["report"], runs[str(args.baseline)][0]["report"]
+            ),
+        }
 
-    if torch.cuda.is_available():
-        (gpu,) = timed_scans(folder, len(files), extra + ["--device", "cuda"])
-        results["cuda"] = {**gpu, "device": torch.cuda.get_device_name(0)}
+    import openvino
+
+    gpus = [d for d in openvino.Core().available_devices if d.startswith("GPU")]
+    if gpus:
+        (gpu,) = timed_scans(folder, len(files), extra + ["--device", "gpu"])
+        gpu["largest_log_odds_difference_from_cpu"] = largest_log_odds_difference(scan["report"], gpu["report"])
+        results["gpu"] = {**gpu, "device": openvino.Core().get_property(gpus[0], "FULL_DEVICE_NAME")}
     else:
-        results["cuda"] = None
+        results["gpu"] = None
     results["load_after"] = os.getloadavg()[0]
 
     print(f"{len(files)} avatars (400x400 JPEG q85), {threads} threads, batch {args.batch_size} {' '.join(extra)}")
@@ -256,11 +312,24 @@ def main() -> int:
     for card, row in results.get("compare", {}).items():
         runs_text = ", ".join(f"{v:.1f}" for v in row["runs_per_s"])
         print(f"  full scan, {Path(card).stem:14s} {row['median_per_s']:8.1f} images/s median ({runs_text})")
-    if results["cuda"]:
-        gpu = results["cuda"]
-        print(f"  full scan on GPU   {gpu['images_per_s']:8.1f} images/s  ({gpu['device']})")
+    if "baseline" in results:
+        base = results["baseline"]
+        for code, values in base["runs_per_s"].items():
+            runs_text = ", ".join(f"{v:.1f}" for v in values)
+            print(f"  full scan, {code}: {np.median(values):8.1f} images/s median ({runs_text}); "
+                  f"peak {base['peak_rss_mib'][code]:.0f} MiB")  # fmt: skip
+        print(
+            f"  speed-up over the baseline  {base['speedup']:.2f}x; largest likelihood difference "
+            f"{base['largest_log_odds_difference']:.4f} in log-odds"
+        )
+    if results["gpu"]:
+        gpu = results["gpu"]
+        print(
+            f"  full scan on GPU   {gpu['images_per_s']:8.1f} images/s  ({gpu['device']}; largest difference "
+            f"from the CPU's likelihoods {gpu['largest_log_odds_difference_from_cpu']:.4f} in log-odds)"
+        )
     else:
-        print("  full scan on GPU   not measured (no CUDA device here)")
+        print("  full scan on GPU   not measured (no OpenVINO GPU device here; CUDA is not an OpenVINO device)")
 
     memory = [int(s) for s in args.memory.split(",") if s]
     if memory:
@@ -286,35 +355,43 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
     import io
     from collections import defaultdict
 
-    import torch
-
     from gan_face.checks import CHECKS
     from gan_face.cnn import crop_for_cnn
     from gan_face.detector import Detector
     from gan_face.io import load_image
     from gan_face.outputs.report import CsvRowWriter, columns_for, verdict_row
 
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     spent: dict[str, float] = defaultdict(float)
     clock = time.thread_time
     detector = Detector()
     aligner = detector.aligner
-    nets = aligner if hasattr(aligner, "pnet") else aligner._mtcnn  # older checkouts
 
-    def timed(module, key):
-        forward = module.forward
-
+    def timing(call, key):
         def wrapper(x, *rest):
             start = clock()
-            out = forward(x, *rest)
+            out = call(x, *rest)
             spent[key(x)] += clock() - start
             return out
 
-        module.forward = wrapper
+        return wrapper
 
-    timed(nets.pnet, lambda x: f"detect: P-Net at {x.shape[2]}x{x.shape[3]}")
-    timed(nets.rnet, lambda x: "detect: R-Net")
-    timed(nets.onet, lambda x: "detect: O-Net")
+    keys = {
+        "pnet": lambda x: f"detect: P-Net at {x.shape[2]}x{x.shape[3]}",
+        "rnet": lambda x: "detect: R-Net",
+        "onet": lambda x: "detect: O-Net",
+    }
+    if hasattr(aligner, "nets"):  # the OpenVINO runtime: the networks are callables in a dataclass
+        import dataclasses
+
+        aligner.nets = dataclasses.replace(
+            aligner.nets, **{name: timing(getattr(aligner.nets, name), key) for name, key in keys.items()}
+        )
+    else:  # checkouts that ran torch modules
+        nets = aligner if hasattr(aligner, "pnet") else aligner._mtcnn
+        for name, key in keys.items():
+            module = getattr(nets, name)
+            module.forward = timing(module.forward, key)
     detector.score_arrays([load_image(str(files[0]))])  # warm-up
     spent.clear()
     handle = io.StringIO()

@@ -31,13 +31,13 @@ import torch
 
 from gan_face._runtime import tune_allocator
 from gan_face.card import CnnConfig, ModelCard
-from gan_face.cnn import load_cnn
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree
 from gan_face.training.finetune import FinetuneSettings, finetune
 from gan_face.training.folds import EVALUATION_REALS, FAMILIES
 from gan_face.training.loop import predict_pool
 from gan_face.training.metrics import ranking_metrics
+from gan_face.training.network import load_torch_cnn
 from gan_face.training.pools import ConditionVariants, build_pool
 from gan_face.training.splits import write_split_tree
 
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     }
     for when, card_path in (("before", work / "fold.json"), ("after", work / "tuned.json")):
         card = ModelCard.load(card_path)
-        result[when] = family_auc(predict_pool(load_cnn(card).model, pool, card.cnn), pool, used)
+        result[when] = family_auc(predict_pool(load_torch_cnn(card), pool, card.cnn), pool, used)
     for condition in CONDITIONS:
         print(f"== {condition}: AUC before -> after (TPR at 1% FPR)")
         for name, before in result["before"][condition].items():

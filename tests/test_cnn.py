@@ -1,4 +1,5 @@
-"""The CNN against stored golden outputs, and weights that must never run code."""
+"""The CNN (its PyTorch definition, which training uses) against stored golden outputs, and weights that must
+never run code. The scoring runtime's graphs are checked against this definition in ``test_openvino.py``."""
 
 import json
 import pickle
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from gan_face.card import CnnConfig, ModelCard, load_state_dict
-from gan_face.cnn import EfficientNetLite0, preprocess
 from gan_face.errors import WeightsError
+from gan_face.training.network import EfficientNetLite0, preprocess
 
 GOLDEN = Path(__file__).parent / "golden" / "cnn_lite0.json"
 
@@ -54,7 +55,7 @@ def test_cnn_matches_golden_outputs():
 
 def test_mirror_average_is_the_mean_of_a_crop_and_its_mirror_image():
     """The card's ``mirror_average`` scores each face as the mean logit of the crop and the flipped crop."""
-    from gan_face.cnn import crop_logits
+    from gan_face.training.network import crop_logits
 
     model = deterministic_model()
     rng = np.random.default_rng(3)
@@ -122,7 +123,8 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
 def test_plain_tensor_pt_is_accepted_and_junk_refused(tmp_path):
     good = tmp_path / "plain.pt"
     torch.save({"a": torch.ones(2)}, good)
-    assert torch.equal(load_state_dict(good)["a"], torch.ones(2))
+    loaded = load_state_dict(good)["a"]
+    assert isinstance(loaded, np.ndarray) and np.array_equal(loaded, np.ones(2, np.float32))
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="safetensors"):
@@ -136,7 +138,8 @@ def test_plain_tensor_pt_is_accepted_and_junk_refused(tmp_path):
 def test_lite1_deepens_the_middle_stages_of_lite0():
     """EfficientNet-Lite1 (an experiment's backbone): depth x1.1 rounded up, first and last stage kept."""
     from gan_face.card import CnnConfig
-    from gan_face.cnn import LITE0_STAGES, LITE1_STAGES, build_cnn
+    from gan_face.cnn import LITE0_STAGES, LITE1_STAGES
+    from gan_face.training.network import build_cnn
 
     assert [s[0] for s in LITE1_STAGES] == [1, 3, 3, 4, 4, 5, 1]
     assert [s[1:] for s in LITE1_STAGES] == [s[1:] for s in LITE0_STAGES]  # same kernels, strides, widths

@@ -231,7 +231,7 @@ def test_wrong_shape_weights_get_a_short_message(faces, tmp_path):
     from safetensors.torch import save_file
 
     shipped = ModelCard.load()
-    state = {k: v.float() for k, v in shipped.load_state_dict().items()}
+    state = {k: torch.from_numpy(v).float() for k, v in shipped.load_state_dict().items()}
     state["_fc.weight"] = torch.zeros(2, 1280)
     weights = tmp_path / "odd.safetensors"
     save_file(state, str(weights))

@@ -1,5 +1,5 @@
-"""MTCNN's three stages (facenet-pytorch's networks and thresholds), run so each image's faces depend on that
-image alone.
+"""MTCNN's three stages (facenet-pytorch's networks, weights and thresholds), run so each image's faces depend on
+that image alone, in numpy around OpenVINO networks.
 
 facenet-pytorch's batched ``detect_face`` lets the images of a batch interact. Its last stage suppresses
 overlapping boxes of all images at once ("Min" NMS in numpy), keeping them apart by adding ``image index x (largest
@@ -8,28 +8,37 @@ edge), and the offset depends on the other images, so one image's candidate can 
 or ranked among them; the face box then moves by up to tens of pixels with the batch size and with which files
 sit beside it. The earlier stages use the same trick through torchvision's ``batched_nms``.
 
-The three networks are facenet-pytorch's (their architecture is written out below and their weights are read
-from the files in its wheel), so neither facenet-pytorch's code nor torchvision is imported: that import cost
-about 3 seconds of every command's start-up. The suppression is torchvision's ``nms`` and facenet-pytorch's
-"Min" NMS redone in numpy, decision for decision (``tests/test_align.py`` compares them).
-
 Here the networks still see whole batches (the fast part), but every suppression is done per image, on that
 image's candidates in the order they have when it is scored alone, so the result of an image in any batch is
-its result alone. The crops the second and third stages look at are cut and area-resampled for all candidates
-at once from a summed-area table, with the sums exact (integers) and the same bins as ``interpolate(mode="area")``,
-instead of one ``interpolate`` call per candidate (that loop was a third of detection time).
+its result alone. The pyramid levels P-Net looks at and the crops the second and third stages look at are all
+area-resampled from one summed-area table per batch, with the sums exact (integers) and the same bins as torch's
+``interpolate(mode="area")``, so they are the values facenet-pytorch computes, without a call per candidate.
+Everything between the networks is float32 numpy, operation for operation as facenet-pytorch does it in torch
+(``tests/test_align.py`` compares the two on images), and the networks are OpenVINO graphs
+(:mod:`gan_face._openvino`) of facenet-pytorch's layers with its weights, shipped as ``models/mtcnn.safetensors``
+(converted from its wheel by ``scripts/convert_mtcnn_weights.py``). Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn.functional import interpolate
+
+#: The weights of P-Net, R-Net and O-Net (facenet-pytorch's, MIT licence), keys ``<net>.<layer>.<tensor>``.
+WEIGHTS_FILE = "mtcnn.safetensors"
+
+#: Rows per network call. The math libraries pick their kernels by batch size, so the same image gives outputs
+#: that differ in the last bits (1e-7) in batches of 1, 8 or 32, and a box edge that lands on a pixel boundary
+#: can then move a whole pixel. Calls of one fixed size (the last one padded) give every image the same bits
+#: wherever it sits. 8 images for P-Net, 64 crops for R-Net and 16 for O-Net (an image has about 40 R-Net and 8
+#: O-Net candidates).
+IMAGE_CHUNK = 8
+RNET_CHUNK = 64
+ONET_CHUNK = 16
+
+_F32 = np.float32
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,16 @@ class Detections:
     boxes: np.ndarray
     probs: np.ndarray
     points: np.ndarray
+
+
+@dataclass(frozen=True)
+class Networks:
+    """P-Net (one compiled graph per pyramid level's shape), R-Net and O-Net: callables from a float32 ``N x 3 x
+    H x W`` batch to their outputs as numpy arrays."""
+
+    pnet: object
+    rnet: object
+    onet: object
 
 
 def pyramid_scales(side: int, min_face_size: int, factor: float) -> list[float]:
@@ -57,35 +76,34 @@ def pyramid_scales(side: int, min_face_size: int, factor: float) -> list[float]:
 
 def detect_faces(
     canvases: np.ndarray,
-    pnet: torch.nn.Module,
-    rnet: torch.nn.Module,
-    onet: torch.nn.Module,
+    nets: Networks,
     *,
     min_face_size: int,
     thresholds: tuple[float, float, float],
     factor: float = 0.709,
-    device: torch.device | str | None = None,
 ) -> list[Detections]:
     """Faces in each of ``canvases`` (``N x H x W x 3`` uint8, one size); one :class:`Detections` per image."""
     n, h, w = canvases.shape[:3]
-    device = torch.device(device or "cpu")
-    images = torch.as_tensor(np.ascontiguousarray(canvases), device=device).permute(0, 3, 1, 2).float()
+    table = _summed_area_table(canvases)
+    whole = np.repeat(np.array([[0, 0, w, h]], dtype=np.int64), n, axis=0)
+    every_image = np.arange(n)
 
     # Stage 1: P-Net over the scale pyramid, the whole batch at once; suppression per image and scale.
-    per_image: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
     for scale in pyramid_scales(min(h, w), min_face_size, factor):
-        resized = interpolate(images, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-        reg, probs = _in_chunks(pnet, (resized - 127.5) * 0.0078125, IMAGE_CHUNK)
+        size = (int(h * scale + 1), int(w * scale + 1))
+        level = _area_resample(table, whole, every_image, w, h, size)
+        reg, probs = nets.pnet(_normalise(level))
         boxes, image_inds = _candidates(reg, probs[:, 1], scale, thresholds[0])
         for i, rows in _rows_by_image(image_inds, n):
             found = boxes[rows]
             per_image[i].append(found[nms(found[:, :4], found[:, 4], 0.5)])
     stage1 = []
     for found in per_image:
-        boxes = torch.cat(found) if found else torch.zeros(0, 9, device=device)
+        boxes = np.concatenate(found) if found else np.zeros((0, 9), _F32)
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        regressed = torch.stack(
+        regressed = np.stack(
             [
                 boxes[:, 0] + boxes[:, 5] * width,
                 boxes[:, 1] + boxes[:, 6] * height,
@@ -93,21 +111,18 @@ def detect_faces(
                 boxes[:, 3] + boxes[:, 8] * height,
                 boxes[:, 4],
             ],
-            dim=1,
+            axis=1,
         )
         stage1.append(_square(regressed))
 
-    table = _summed_area_table(canvases)
-
     # Stage 2: R-Net on 24-pixel crops of every candidate of every image, suppression per image.
-    boxes, image_inds = _concat(stage1, device)
-    boxes, image_inds = _drop_empty(boxes, image_inds, w, h)
-    stage2: list[torch.Tensor] = [torch.zeros(0, 5, device=device)] * n
+    boxes, image_inds = _drop_empty(*_concat(stage1), w, h)
+    stage2: list[np.ndarray] = [np.zeros((0, 5), _F32)] * n
     if len(boxes):
-        reg, probs = _run(rnet, _crops(table, boxes, image_inds, w, h, 24, device), RNET_CHUNK)
+        reg, probs = nets.rnet(_normalise(_area_resample(table, _clip(boxes, w, h), image_inds, w, h, (24, 24))))
         score = probs[:, 1]
         keep = score > thresholds[1]
-        boxes = torch.cat([boxes[keep, :4], score[keep, None]], dim=1)
+        boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1)
         reg, image_inds = reg[keep], image_inds[keep]
         for i, rows in _rows_by_image(image_inds, n):
             found, moves = boxes[rows], reg[rows]
@@ -115,125 +130,100 @@ def detect_faces(
             stage2[i] = _square(_regress(found[pick], moves[pick]))
 
     # Stage 3: O-Net on 48-pixel crops: final boxes, probabilities and landmarks; "Min" suppression per image.
-    boxes, image_inds = _concat(stage2, device)
-    boxes, image_inds = _drop_empty(boxes, image_inds, w, h)
+    boxes, image_inds = _drop_empty(*_concat(stage2), w, h)
     results = [Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))] * n
     if len(boxes):
-        reg, marks, probs = _run(onet, _crops(table, boxes, image_inds, w, h, 48, device), ONET_CHUNK)
+        crops = _area_resample(table, _clip(boxes, w, h), image_inds, w, h, (48, 48))
+        reg, marks, probs = nets.onet(_normalise(crops))
         score = probs[:, 1]
         keep = score > thresholds[2]
-        boxes = torch.cat([boxes[keep, :4], score[keep, None]], dim=1)
+        boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1)
         reg, marks, image_inds = reg[keep], marks[keep], image_inds[keep]
         width = boxes[:, 2] - boxes[:, 0] + 1
         height = boxes[:, 3] - boxes[:, 1] + 1
         points_x = width[:, None] * marks[:, :5] + boxes[:, 0:1] - 1
         points_y = height[:, None] * marks[:, 5:10] + boxes[:, 1:2] - 1
-        points = torch.stack([points_x, points_y], dim=2)
+        points = np.stack([points_x, points_y], axis=2)
         boxes = _regress(boxes, reg)
         for i, rows in _rows_by_image(image_inds, n):
-            found = boxes[rows].cpu().numpy()
+            found = boxes[rows]
             pick = nms_numpy(found[:, :4], found[:, 4], 0.7, "Min").astype(np.int64)
-            found, landmarks = found[pick], points[rows].cpu().numpy()[pick]
+            found, landmarks = found[pick], points[rows][pick]
             area = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
             order = np.argsort(area)[::-1]  # the largest face first, as MTCNN(select_largest=True) has it
             results[i] = Detections(found[order, :4], found[order, 4], landmarks[order])
     return results
 
 
-def _run(net: torch.nn.Module, crops: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
-    return _in_chunks(net, (crops - 127.5) * 0.0078125, chunk)
+def _normalise(pixels: np.ndarray) -> np.ndarray:
+    """MTCNN's input scaling, ``(x - 127.5) / 128`` (as facenet-pytorch writes it)."""
+    return (pixels - _F32(127.5)) * _F32(0.0078125)
 
 
-#: Rows per network call. The math libraries pick their kernels by batch size, so the same image gives outputs
-#: that differ in the last bits (1e-7) in batches of 1, 8 or 32, and a box edge that lands on a pixel boundary
-#: can then move a whole pixel. Calls of one fixed size (the last one padded) give every image the same bits
-#: wherever it sits. 8 images for P-Net, 64 crops for R-Net and 16 for O-Net (the last call is padded, and an
-#: image has about 40 R-Net and 8 O-Net candidates) cost about the same per image as larger batches.
-IMAGE_CHUNK = 8
-RNET_CHUNK = 64
-ONET_CHUNK = 16
-
-
-def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, ...]:
-    """``net(x)`` in calls of exactly ``chunk`` rows (the last one padded with zeros), trimmed to ``len(x)``."""
-    outputs = []
-    for start in range(0, len(x), chunk):
-        part = x[start : start + chunk]
-        if len(part) < chunk:
-            part = torch.cat([part, part.new_zeros((chunk - len(part), *part.shape[1:]))])
-        outputs.append(net(part))
-    return tuple(torch.cat(parts)[: len(x)] for parts in zip(*outputs))
-
-
-def _candidates(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float):
-    """P-Net's windows above ``threshold`` as ``K x 9`` rows (box, score, regression) and their image indices
-    (facenet-pytorch's ``generateBoundingBox``: rows come image by image, each image's in raster order)."""
+def _candidates(reg: np.ndarray, probs: np.ndarray, scale: float, threshold: float):
+    """P-Net's windows above ``threshold`` as ``K x 9`` float32 rows (box, score, regression) and their image
+    indices (facenet-pytorch's ``generateBoundingBox``: rows come image by image, each image's in raster order)."""
     stride, cellsize = 2, 12
-    reg = reg.permute(1, 0, 2, 3)
     mask = probs >= threshold
-    where = mask.nonzero()
-    image_inds = where[:, 0]
+    image_inds, ys, xs = np.nonzero(mask)
     score = probs[mask]
-    reg = reg[:, mask].permute(1, 0)
-    cells = where[:, 1:].to(reg.dtype).flip(1)
-    q1 = ((stride * cells + 1) / scale).floor()
-    q2 = ((stride * cells + cellsize - 1 + 1) / scale).floor()
-    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
+    moves = reg.transpose(0, 2, 3, 1)[mask]  # K x 4
+    cells = np.stack([xs, ys], axis=1).astype(_F32)
+    q1 = np.floor((stride * cells + 1) / _F32(scale))
+    q2 = np.floor((stride * cells + cellsize - 1 + 1) / _F32(scale))
+    return np.concatenate([q1, q2, score[:, None], moves], axis=1).astype(_F32), image_inds
 
 
-def _rows_by_image(image_inds: torch.Tensor, n: int):
+def _rows_by_image(image_inds: np.ndarray, n: int):
     """``(image, row indices)`` for each image with rows, the rows in their original order."""
     if not len(image_inds):
         return
-    order = torch.argsort(image_inds, stable=True)
-    counts = torch.bincount(image_inds, minlength=n).tolist()
+    order = np.argsort(image_inds, kind="stable")
+    counts = np.bincount(image_inds, minlength=n)
     start = 0
-    for i, count in enumerate(counts):
+    for i, count in enumerate(counts.tolist()):
         if count:
             yield i, order[start : start + count]
         start += count
 
 
-def _concat(per_image: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    boxes = torch.cat(per_image) if per_image else torch.zeros(0, 5, device=device)
-    inds = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=device) for i, b in enumerate(per_image)])
+def _concat(per_image: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    boxes = np.concatenate(per_image) if per_image else np.zeros((0, 5), _F32)
+    inds = np.concatenate(
+        [np.full(len(b), i, dtype=np.int64) for i, b in enumerate(per_image)] or [np.zeros(0, int)]
+    )
     return boxes, inds
 
 
-def _regress(boxes: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
+def _regress(boxes: np.ndarray, moves: np.ndarray) -> np.ndarray:
     """Boxes moved by the network's regression (facenet-pytorch's ``bbreg``)."""
     width = boxes[:, 2] - boxes[:, 0] + 1
     height = boxes[:, 3] - boxes[:, 1] + 1
-    out = boxes.clone()
-    out[:, :4] = torch.stack(
-        [
-            boxes[:, 0] + moves[:, 0] * width,
-            boxes[:, 1] + moves[:, 1] * height,
-            boxes[:, 2] + moves[:, 2] * width,
-            boxes[:, 3] + moves[:, 3] * height,
-        ],
-        dim=1,
-    )
+    out = boxes.copy()
+    out[:, 0] = boxes[:, 0] + moves[:, 0] * width
+    out[:, 1] = boxes[:, 1] + moves[:, 1] * height
+    out[:, 2] = boxes[:, 2] + moves[:, 2] * width
+    out[:, 3] = boxes[:, 3] + moves[:, 3] * height
     return out
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
+def _square(boxes: np.ndarray) -> np.ndarray:
     """Boxes made square around their centres, side the longer one (facenet-pytorch's ``rerec``)."""
-    out = boxes.clone()
+    out = boxes.copy()
     height = boxes[:, 3] - boxes[:, 1]
     width = boxes[:, 2] - boxes[:, 0]
-    side = torch.max(width, height)
-    out[:, 0] = boxes[:, 0] + width * 0.5 - side * 0.5
-    out[:, 1] = boxes[:, 1] + height * 0.5 - side * 0.5
+    side = np.maximum(width, height)
+    out[:, 0] = boxes[:, 0] + width * _F32(0.5) - side * _F32(0.5)
+    out[:, 1] = boxes[:, 1] + height * _F32(0.5) - side * _F32(0.5)
     out[:, 2] = out[:, 0] + side
     out[:, 3] = out[:, 1] + side
     return out
 
 
-def _clip(boxes: torch.Tensor, w: int, h: int) -> np.ndarray:
+def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
     """Integer crop rectangles ``x0, y0, x1, y1`` (exclusive ends) clipped to the image, as facenet-pytorch's
     ``pad`` and its ``[y - 1 : ey, x - 1 : ex]`` slices make them."""
-    b = boxes[:, :4].trunc().int().cpu().numpy().astype(np.int64)
+    b = np.trunc(boxes[:, :4]).astype(np.int64)
     x0 = np.maximum(b[:, 0], 1) - 1
     y0 = np.maximum(b[:, 1], 1) - 1
     x1 = np.minimum(b[:, 2], w)
@@ -241,81 +231,75 @@ def _clip(boxes: torch.Tensor, w: int, h: int) -> np.ndarray:
     return np.stack([x0, y0, x1, y1], axis=1)
 
 
-def _drop_empty(boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int):
+def _drop_empty(boxes: np.ndarray, image_inds: np.ndarray, w: int, h: int):
     """Candidates whose crop would hold no pixel are dropped (facenet-pytorch skips their crops and then
     misaligns the rest)."""
     if not len(boxes):
         return boxes, image_inds
     rect = _clip(boxes, w, h)
-    keep = torch.as_tensor((rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1]), device=boxes.device)
+    keep = (rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1])
     return boxes[keep], image_inds[keep]
 
 
-def _summed_area_table(canvases: np.ndarray) -> torch.Tensor:
+def _summed_area_table(canvases: np.ndarray) -> np.ndarray:
     """``(N * (H+1) * (W+1)) x 3`` int32 sums of the pixels above and left of each point, one row per point
     (at most ``H * W * 255``, exact in int32 and in float32 for canvases up to 256 pixels a side)."""
     n, h, w, c = canvases.shape
     table = np.zeros((n, h + 1, w + 1, c), dtype=np.int32)
     np.cumsum(np.cumsum(canvases, axis=1, dtype=np.int32), axis=2, out=table[:, 1:, 1:])
-    return torch.from_numpy(table.reshape(-1, c))
+    return table.reshape(-1, c)
 
 
-def _crops(
-    table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int, size: int, device
-) -> torch.Tensor:
-    """Each box's crop (clipped to the image) area-resampled to ``size x size``: ``K x 3 x size x size`` float.
+def _area_resample(
+    table: np.ndarray, rect: np.ndarray, image_inds: np.ndarray, w: int, h: int, size: tuple[int, int]
+) -> np.ndarray:
+    """Each rectangle of its image area-resampled to ``size`` (rows, columns): ``K x 3 x rows x columns`` float32.
 
     The bins are ``interpolate(mode="area")``'s (adaptive average pooling: rows ``floor(i * H / size)`` to
     ``ceil((i + 1) * H / size)``), their sums exact from the summed-area table, each divided once by its area.
     """
-    rect = torch.from_numpy(_clip(boxes, w, h))
-    i = torch.arange(size)
+    rows, cols = np.arange(size[0]), np.arange(size[1])
     heights = (rect[:, 3] - rect[:, 1])[:, None]
     widths = (rect[:, 2] - rect[:, 0])[:, None]
-    r0 = rect[:, 1:2] + torch.div(i * heights, size, rounding_mode="floor")
-    r1 = rect[:, 1:2] - torch.div(-(i + 1) * heights, size, rounding_mode="floor")
-    c0 = rect[:, 0:1] + torch.div(i * widths, size, rounding_mode="floor")
-    c1 = rect[:, 0:1] - torch.div(-(i + 1) * widths, size, rounding_mode="floor")
-    base = image_inds.cpu()[:, None, None] * ((h + 1) * (w + 1))
+    r0 = rect[:, 1:2] + (rows * heights) // size[0]
+    r1 = rect[:, 1:2] - (-(rows + 1) * heights) // size[0]
+    c0 = rect[:, 0:1] + (cols * widths) // size[1]
+    c1 = rect[:, 0:1] - (-(cols + 1) * widths) // size[1]
+    base = image_inds.astype(np.int64)[:, None, None] * ((h + 1) * (w + 1))
     row0, row1 = base + r0[:, :, None] * (w + 1), base + r1[:, :, None] * (w + 1)
     col0, col1 = c0[:, None, :], c1[:, None, :]
 
-    def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return table.index_select(0, (rows + cols).reshape(-1))
+    def at(index: np.ndarray) -> np.ndarray:
+        return np.take(table, index, axis=0)  # 4x faster than table[index] for rows of 3
 
-    sums = at(row1, col1) - at(row0, col1) - at(row1, col0) + at(row0, col0)  # K * size * size x 3
-    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1)
-    crops = (sums.float() / area.float()).view(len(rect), size, size, 3)
-    return crops.to(device).permute(0, 3, 1, 2)
+    sums = at(row1 + col1) - at(row0 + col1) - at(row1 + col0) + at(row0 + col0)  # K x r x c x 3
+    area = (r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]
+    return (sums.astype(_F32) / area.astype(_F32)[..., None]).transpose(0, 3, 1, 2)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """torchvision's ``ops.nms`` in numpy: indices of the boxes kept, by decreasing score (ties in input order);
     a box is dropped when its intersection over union with a kept one exceeds ``threshold``. Same float32
     arithmetic (the overlap is symmetric, so a matrix of all pairs holds the values torchvision computes one by
     one), so the same decisions."""
-    b = boxes.detach().cpu().numpy().astype(np.float32, copy=False)
-    order = np.argsort(-scores.detach().cpu().numpy(), kind="stable")
+    b = np.asarray(boxes, dtype=_F32)
+    order = np.argsort(-np.asarray(scores), kind="stable")
     b = b[order]
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     areas = (x2 - x1) * (y2 - y1)
-    w = np.maximum(np.float32(0), np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]))
-    h = np.maximum(np.float32(0), np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]))
+    w = np.maximum(_F32(0), np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]))
+    h = np.maximum(_F32(0), np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]))
     inter = w * h
     with np.errstate(divide="ignore", invalid="ignore"):
         overlap = inter / (areas[:, None] + areas[None] - inter)
-    suppresses = (overlap.astype(np.float64) > threshold).tolist()
-    removed = [False] * len(b)
+    suppresses = np.triu(overlap.astype(np.float64) > threshold, 1)  # only boxes ranked below can be dropped
+    removed = np.zeros(len(b), dtype=bool)
     keep = []
     for i in range(len(b)):
-        if removed[i]:
-            continue
-        keep.append(i)
-        row = suppresses[i]
-        for j in range(i + 1, len(b)):
-            if row[j]:
-                removed[j] = True
-    return torch.as_tensor(order[np.array(keep, dtype=np.int64)], device=boxes.device)
+        if not removed[i]:
+            keep.append(i)
+            removed |= suppresses[i]
+    return order[np.array(keep, dtype=np.int64)]
 
 
 def nms_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str) -> np.ndarray:
@@ -343,111 +327,26 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: s
     return pick[:counter].copy()
 
 
-# The three networks of MTCNN (Zhang et al. 2016) as facenet-pytorch (MIT licence) defines them, so its weights
-# files load into them as they are.
+def load_weights() -> dict[str, dict[str, np.ndarray]]:
+    """P-Net's, R-Net's and O-Net's tensors (float32) from the file shipped with the package, by network."""
+    from safetensors.numpy import load_file
+
+    path = resources.files("gan_face.models").joinpath(WEIGHTS_FILE)
+    flat = load_file(str(path))
+    nets: dict[str, dict[str, np.ndarray]] = {"pnet": {}, "rnet": {}, "onet": {}}
+    for key, tensor in flat.items():
+        net, name = key.split(".", 1)
+        nets[net][name] = tensor.astype(_F32)
+    return nets
 
 
-class PNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
-        self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
-        self.prelu2 = nn.PReLU(16)
-        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
-        self.prelu3 = nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
-        self.softmax4_1 = nn.Softmax(dim=1)
-        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+def load_nets(device: str = "CPU", streams: int = 1) -> Networks:
+    """The three networks, compiled for OpenVINO ``device`` with ``streams`` inferences able to run at once."""
+    from . import _openvino as ov
 
-    def forward(self, x):
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x)))))))
-        return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
-
-
-class RNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
-        self.prelu1 = nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
-        self.prelu2 = nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
-        self.prelu3 = nn.PReLU(64)
-        self.dense4 = nn.Linear(576, 128)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.softmax5_1 = nn.Softmax(dim=1)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x):
-        x = self.pool2(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x))))))
-        x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).contiguous()
-        x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
-        return self.dense5_2(x), self.softmax5_1(self.dense5_1(x))
-
-
-class ONet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
-        self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
-        self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5 = nn.Linear(1152, 256)
-        self.prelu5 = nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.softmax6_1 = nn.Softmax(dim=1)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        x = self.pool2(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x))))))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
-        x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
-        return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
-
-
-def weights_folder() -> str:
-    """The folder of MTCNN's weights inside the installed facenet-pytorch wheel (found without importing it)."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("facenet-pytorch is not installed: its wheel ships MTCNN's weights")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data")
-
-
-def load_nets(device: torch.device | str | None = None) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """P-Net, R-Net and O-Net with facenet-pytorch's weights, in evaluation mode, running channels-last."""
-    nets = []
-    for name, net in (("pnet", PNet()), ("rnet", RNet()), ("onet", ONet())):
-        state = torch.load(os.path.join(weights_folder(), f"{name}.pt"), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        nets.append(_channels_last(net.eval().to(device or "cpu")))
-    return nets[0], nets[1], nets[2]
-
-
-class _ChannelsLast(nn.Module):
-    """A network run in channels-last memory layout: the same numbers, and its max-pooling is about 3x faster on
-    CPUs than in the default layout (P-Net's pooling was a third of detection time)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor):
-        return self.inner(x.contiguous(memory_format=torch.channels_last))
-
-
-def _channels_last(net: nn.Module) -> nn.Module:
-    return _ChannelsLast(net)
+    weights = load_weights()
+    return Networks(
+        pnet=ov.ShapeCache(lambda h, w, rows: ov.pnet(weights["pnet"], h, w, rows), IMAGE_CHUNK, device, streams),
+        rnet=ov.CompiledNetwork(ov.rnet(weights["rnet"], RNET_CHUNK), RNET_CHUNK, device, streams),
+        onet=ov.CompiledNetwork(ov.onet(weights["onet"], ONET_CHUNK), ONET_CHUNK, device, streams),
+    )

@@ -1,17 +1,19 @@
 """Process-level tuning for the entry points (CLI, training, benchmarks); never applied on import.
 
-Threads: a scan runs ``N`` workers, each taking a whole batch from decoding to verdicts, and every torch
-operation in them runs on one thread. ``N`` is the CPUs this process may use (:func:`available_cpus`: its
-affinity mask, and the cgroup's CPU quota in a container), or ``--threads`` / ``GAN_FACE_THREADS``. One thread
-per operation is what keeps a scan fast beside other jobs: torch's own thread teams wait for each other at every
-operation, and when another process holds a core they wait for a thread that is not running (two 2-thread
-scans on 2 cores ran at a third of one scan's rate, most of it system time).
+Threads: a scan runs ``N`` workers, each taking a whole batch from decoding to verdicts, and every network
+inference in them runs on one thread (OpenVINO streams of one thread, :mod:`gan_face._openvino`). ``N`` is the
+CPUs this process may use (:func:`available_cpus`: its affinity mask, and the cgroup's CPU quota in a
+container), or ``--threads`` / ``GAN_FACE_THREADS``. One thread per operation is what keeps a scan fast beside
+other jobs: thread teams wait for each other at every operation, and when another process holds a core they
+wait for a thread that is not running (two scans on 2 cores with torch's 2-thread teams ran at a third of one
+scan's rate, most of it system time).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -115,11 +117,13 @@ def resolve_threads(threads: Optional[int] = None) -> int:
 
 
 def configure_threads(threads: Optional[int] = None) -> int:
-    """Make torch run each operation on one thread and return how many scoring workers to run (see the module
-    docstring). For entry points and scripts: it changes process-wide torch settings."""
+    """Return how many scoring workers to run (see the module docstring) and, if torch is loaded (training,
+    fine-tuning), make it run each operation on one thread. For entry points and scripts: it changes
+    process-wide settings. Scoring itself never imports torch."""
     workers = resolve_threads(threads)
-    import torch
-
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return workers
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)

@@ -1,5 +1,5 @@
-"""Face detection (MTCNN: facenet-pytorch's networks and weights, run by ``_mtcnn``) and FFHQ-style alignment by
-a similarity transform.
+"""Face detection (MTCNN: facenet-pytorch's networks and weights, run by ``_mtcnn`` on OpenVINO) and FFHQ-style
+alignment by a similarity transform.
 
 Conventions, used by every check:
 
@@ -121,8 +121,9 @@ class FaceAligner:
         *,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         device: str | None = None,
+        streams: int = 1,
     ) -> None:
-        from ._mtcnn import load_nets  # heavy (torch), deferred until a detector is really built
+        from ._mtcnn import load_nets  # compiles the networks: deferred until a detector is really built
 
         self.settings = settings
         self.detect_size = settings.detect_size
@@ -130,7 +131,7 @@ class FaceAligner:
         self.thresholds = tuple(thresholds)
         self.factor = 0.709  # MTCNN's scale step between pyramid levels
         self.device = device
-        self.pnet, self.rnet, self.onet = load_nets(device)
+        self.nets = load_nets(runtime_device(device), streams)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in one RGB image, the main face first (see :func:`order_faces`). Empty list: no face."""
@@ -141,21 +142,15 @@ class FaceAligner:
         if not images:
             return []
         canvases, scales = zip(*(self._letterbox(img) for img in images))  # scales: (sx, sy) per image
-        import torch
-
         from ._mtcnn import detect_faces
 
-        with torch.inference_mode():
-            detections = detect_faces(
-                np.stack(canvases),
-                self.pnet,
-                self.rnet,
-                self.onet,
-                min_face_size=self.min_face_size,
-                thresholds=self.thresholds,
-                factor=self.factor,
-                device=self.device,
-            )
+        detections = detect_faces(
+            np.stack(canvases),
+            self.nets,
+            min_face_size=self.min_face_size,
+            thresholds=self.thresholds,
+            factor=self.factor,
+        )
         faces = []
         for found, (sx, sy) in zip(detections, scales):
             faces.append(
@@ -180,6 +175,17 @@ class FaceAligner:
         canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
         return canvas, (new_w / width, new_h / height)  # exact per axis, rounding included
+
+
+def runtime_device(device: str | None) -> str:
+    """The OpenVINO device that scores: ``None`` or ``"cpu"`` is the CPU; ``"gpu"`` an Intel GPU. PyTorch's
+    ``"cuda"`` is refused with a clear message: scoring runs on OpenVINO, which has no CUDA device."""
+    name = (device or "cpu").strip()
+    if name.lower().startswith("cuda"):
+        raise ValueError(
+            f"device {name!r}: scoring runs on OpenVINO (CPU, or an Intel GPU as 'GPU'), which has no CUDA device"
+        )
+    return name.upper()
 
 
 def order_faces(faces: Sequence[Face]) -> list[Face]:

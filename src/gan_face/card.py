@@ -194,7 +194,8 @@ class ModelCard:
         return found
 
     def load_state_dict(self, network: str = "cnn") -> dict[str, Any]:
-        """A CNN's tensors, after checking them against the card's sha256 (float16 stays as stored)."""
+        """A CNN's tensors as numpy arrays, after checking them against the card's sha256 (float16 stays as
+        stored)."""
         entry = self.networks().get(network)
         if entry is None:
             raise WeightsError(f"{self.path}: this model has no {NETWORKS.get(network, network)} weights")
@@ -256,19 +257,20 @@ def shipped_models() -> tuple[str, ...]:
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Tensors from a weights file, without ever unpickling code (see the module docstring)."""
-    import torch
-
+    """Tensors from a weights file as numpy arrays, without ever unpickling code (see the module docstring).
+    Torch is imported only for a ``.pt``/``.pth``/``.bin`` file."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file
 
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
     if path.suffix in (".pt", ".pth", ".bin"):
+        import torch
+
         try:
             with warnings.catch_warnings():  # torch's advice to file an issue is noise before a refusal
                 warnings.simplefilter("ignore")
@@ -280,7 +282,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise WeightsError(f"{path}: expected a flat state dict of tensors")
-        return state
+        return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in state.items()}
     raise WeightsError(f"{path}: unknown weights format (use .safetensors)")
 
 

@@ -45,7 +45,8 @@ class Detector:
     """Scores images for GAN-generated faces. Build it once and reuse it: loading costs about a second.
 
     ``weights``: ``None`` for the model shipped with the package, or the path of a fine-tuned model (its
-    ``.safetensors`` or its ``.json`` card). ``device``: ``"cpu"``, ``"cuda"``, ... (default: CPU).
+    ``.safetensors`` or its ``.json`` card). ``device``: the OpenVINO device that runs the networks (default
+    ``"cpu"``; ``"gpu"``: an Intel GPU; CUDA is refused, OpenVINO has no such device).
     ``threshold`` overrides the card's operating point for ``Verdict.synthetic``.
 
     ``checks``: ``"all"`` (default) computes every check for every image. ``"auto"`` computes the evidence the
@@ -55,8 +56,8 @@ class Detector:
     saying so. Likelihoods and flags are the same either way.
 
     ``workers``: how many threads score batches side by side in :meth:`score_many` (each decoding and scoring a
-    whole batch). More than 1 pays only with torch at one thread per operation: see
-    :func:`gan_face._runtime.configure_threads`, which the command line calls.
+    whole batch); every network is compiled to run that many inferences at once, one thread each, so a detector
+    keeps about ``workers`` cores busy (:func:`gan_face._runtime.configure_threads` gives the command line's).
     """
 
     def __init__(
@@ -79,7 +80,8 @@ class Detector:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         self.max_pixels = max_pixels
         self.device = device
-        self.aligner = FaceAligner(self.card.detector, device=device)
+        # each network runs as many inferences at once as there are workers, one thread each
+        self.aligner = FaceAligner(self.card.detector, device=device, streams=int(workers))
         self.check_names = tuple(name for name in CHECKS if name != "cnn")
         self.checks = checks
         self.workers = int(workers)
@@ -92,7 +94,9 @@ class Detector:
         if names := tuple(self.card.networks()):
             from .cnn import load_cnn
 
-            self.networks = {name: load_cnn(self.card, device, network=name) for name in names}
+            self.networks = {
+                name: load_cnn(self.card, device, network=name, streams=int(workers)) for name in names
+            }
 
     @property
     def report_check_names(self) -> tuple[str, ...]:

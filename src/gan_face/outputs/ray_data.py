@@ -33,12 +33,10 @@ class DetectorScorer:
         device: Optional[str] = None,
         threads: int = 1,
     ) -> None:
-        import torch
-
         from ..detector import Detector
 
-        torch.set_num_threads(threads)  # one worker per core scales better than threads inside each
-        self.detector = Detector(weights=weights, threshold=threshold, device=device)
+        # ``threads`` batches side by side, each network inference on one thread (as a scan runs)
+        self.detector = Detector(weights=weights, threshold=threshold, device=device, workers=threads)
         self.check_names = self.detector.report_check_names
         self.columns = columns_for(self.check_names)
 

@@ -194,16 +194,16 @@ def finetune(
 
 def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings, base_validation,
               base_validation_max: int, cache: Path, device) -> FinetuneReport:  # fmt: skip
-    from ..cnn import load_cnn
     from ..detector import Detector
+    from .network import load_torch_cnn
 
     started = time.time()
     output = output.with_suffix(".safetensors")
     base_card = ModelCard.load(base)
     if base_card.cnn is None:
         raise TrainingDataError(f"{base_card.path}: the base model has no CNN to fine-tune")
-    # refuses pickle payloads before any work is done; unfused, as its weights also start the student
-    teacher = load_cnn(base_card, device="cpu", fuse=False).model
+    # refuses pickle payloads before any work is done; its weights also start the student
+    teacher = load_torch_cnn(base_card)
     config = base_card.cnn
     report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
 
@@ -287,7 +287,7 @@ def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings
 
     note = f"{report.calibration}; these metrics are on the report half, which neither step saw"
     # both models loaded once, for every comparison below
-    detectors = {"before": Detector(weights=base_card.path), "after": Detector(weights=card_path)}
+    detectors = {"before": Detector(base_card.path, device), "after": Detector(card_path, device)}
     report.before_after["new generator (held out)"], after_rows = _compare(detectors, held_report, note)
     # the expected FPR: the report half's real photos as avatars, already scored by the comparison
     real_avatars = [r for r in after_rows if r["sample"].label == 0 and r["condition"] == "avatar"]
@@ -361,7 +361,7 @@ def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Samp
             f"({share:.0%} go to calibration)."
         )
         return {"fusion": base_card.fusion, "threshold": base_card.threshold}
-    rows = score_samples(Detector(weights=card_path), calibration, FINETUNE_CONDITIONS, progress=False)
+    rows = score_samples(Detector(card_path), calibration, FINETUNE_CONDITIONS, progress=False)
     fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)
     report.calibration = f"the CNN's calibration and the threshold refitted on {len(calibration)} held-out images"
     if threshold < base_card.threshold and not settings.allow_lower_threshold:

@@ -160,7 +160,7 @@ def run_fold(
     started = time.time()
     trained = np.array([fold.trains_on(s.source) for s in train_pool.samples])
     result = train_cnn(subset(train_pool, trained), None, config, settings, checkpoint_dir=work / fold.family)
-    from ..cnn import build_cnn
+    from .network import build_cnn
 
     model = build_cnn(config)
     model.load_state_dict(result.state_dict)

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from ..card import CnnConfig
-from ..cnn import build_cnn, crop_logits, normalise, unit_batch
 from .augment import Augmentation
 from .conditions import CONDITIONS
 from .datasets import Sample
 from .metrics import ranking_metrics
+from .network import build_cnn, crop_logits, normalise, unit_batch
 from .pools import CropPool
 
 log = logging.getLogger(__name__)

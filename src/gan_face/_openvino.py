@@ -1,0 +1,238 @@
+"""The networks as scoring runs them: OpenVINO graphs built from the weights, run on the CPU at one thread each.
+
+Training defines the networks in PyTorch (:mod:`gan_face.training.network`, facenet-pytorch's MTCNN) and saves
+their weights; scoring builds the same layers here, from the same tensors, with OpenVINO's operator set, so a scan
+needs neither torch (whose import was about 2 seconds of every scan's start-up) nor an exported file beside the
+weights, and any card (shipped, fine-tuned, older) loads the same way. ``tests/test_openvino.py`` checks every
+graph against its PyTorch definition.
+
+Measured on these 2-core VMs at one thread (``scripts/bench_networks.py``): OpenVINO in float32 runs the face
+CNN 1.6x, the frame CNN 1.6x and MTCNN's networks 1.5-1.7x faster than eager PyTorch at the batch sizes used
+here, with outputs within 3e-6 of torch's. Its default on CPUs with bfloat16 units is bfloat16, 2.4-3.4x faster
+but off by up to 0.1 in a logit, so float32 is asked for explicitly. ONNX Runtime was slower than eager PyTorch
+for batches of 8 and more.
+
+Every network is compiled for a fixed number of rows (calls are padded to it), like the torch code before it:
+the math kernels depend on the batch size, and a fixed one gives an image the same outputs in any batch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+#: Compile options on the CPU: float32 whatever the CPU offers, threads not pinned to cores (another process may
+#: hold one). Each of a network's ``streams`` runs one inference at a time on one thread of its own.
+CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+
+State = Mapping[str, np.ndarray]
+
+
+def _ops():
+    import openvino.opset15 as ops
+
+    return ops
+
+
+class CompiledNetwork:
+    """A graph compiled for ``rows`` inputs of one shape; callable on any number of rows (in calls of exactly
+    ``rows``, the last padded with zeros) from any thread (each thread has its own inference request).
+
+    ``streams``: how many inferences may run at once, each on one thread (a scan runs one worker per core: with
+    one stream their inferences would wait for each other).
+    """
+
+    def __init__(self, model, rows: int, device: str = "CPU", streams: int = 1) -> None:
+        import openvino as ov
+
+        self.rows = rows
+        config: dict = {}
+        if device.upper() == "CPU":
+            config = {**CPU_CONFIG, "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams}
+        self.compiled = ov.Core().compile_model(model, device.upper(), config)
+        self._local = threading.local()
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        request, n = self._request(), len(x)
+        outputs: list[list[np.ndarray]] = []
+        for start in range(0, n, self.rows):
+            part = x[start : start + self.rows]
+            if len(part) < self.rows:
+                part = np.concatenate([part, np.zeros((self.rows - len(part), *part.shape[1:]), part.dtype)])
+            results = request.infer({0: np.ascontiguousarray(part, dtype=np.float32)})
+            outputs.append([np.array(results[out]) for out in self.compiled.outputs])
+        if not outputs:
+            return tuple(
+                np.zeros((0, *out.get_partial_shape().to_shape()[1:]), np.float32) for out in self.compiled.outputs
+            )
+        return tuple(np.concatenate(parts)[:n] for parts in zip(*outputs))
+
+
+def _model(inputs, outputs):
+    import openvino as ov
+
+    return ov.Model([o if hasattr(o, "get_element_type") else o.output(0) for o in outputs], inputs)
+
+
+def _const(array: np.ndarray):
+    return _ops().constant(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _conv(x, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, pads=((0, 0), (0, 0)), groups: int = 1):
+    ops = _ops()
+    begin, end = [p[0] for p in pads], [p[1] for p in pads]
+    if groups == 1:
+        y = ops.convolution(x, _const(weight), [stride, stride], begin, end, [1, 1])
+    else:
+        kernel = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
+        y = ops.group_convolution(x, _const(kernel), [stride, stride], begin, end, [1, 1])
+    if bias is not None:
+        y = ops.add(y, _const(bias.reshape(1, -1, 1, 1)))
+    return y
+
+
+def _linear(x, weight: np.ndarray, bias: np.ndarray):
+    ops = _ops()
+    return ops.add(ops.matmul(x, _const(weight), False, True), _const(bias.reshape(1, -1)))
+
+
+# ---------------------------------------------------------------------------------------- EfficientNet-Lite
+
+
+def fold_batchnorm(weight: np.ndarray, bn: Mapping[str, np.ndarray], eps: float = 1e-3):
+    """A convolution's weight and bias with the BatchNorm after it folded in (as torch's ``fuse_conv_bn_eval``)."""
+    scale = bn["weight"] / np.sqrt(bn["running_var"] + np.float32(eps))
+    folded = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    return folded.astype(np.float32), (bn["bias"] - bn["running_mean"] * scale).astype(np.float32)
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's "same" padding of one axis (the extra pixel at the end), as the training network pads."""
+    if stride == 1:
+        return kernel // 2, kernel // 2
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def efficientnet_lite(state: State, stages: Sequence[tuple[int, ...]], input_size: int, rows: int):
+    """EfficientNet-Lite (:mod:`gan_face.training.network`'s layer names) with BatchNorm folded: ``rows x 3 x
+    S x S`` normalised input -> ``rows`` logits."""
+    ops = _ops()
+
+    def bn(prefix: str) -> dict[str, np.ndarray]:
+        return {k: state[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
+
+    def conv_bn(x, size: int, conv: str, norm: str, stride: int = 1, groups: int = 1, relu: bool = True):
+        weight, bias = fold_batchnorm(state[f"{conv}.weight"], bn(norm))
+        pads = _same_pads(size, weight.shape[-1], stride)
+        y = _conv(x, weight, bias, stride, (pads, pads), groups)
+        return (ops.clamp(y, 0.0, 6.0) if relu else y), math.ceil(size / stride)
+
+    x = ops.parameter([rows, 3, input_size, input_size], np.float32, name="x")
+    y, size = conv_bn(x, input_size, "_conv_stem", "_bn0", stride=2)
+    index = 0
+    for repeats, kernel, stride, expand, inp, out in stages:
+        for i in range(repeats):
+            name, block_in, step = f"_blocks.{index}", y, stride if i == 0 else 1
+            mid = (inp if i == 0 else out) * expand
+            if expand != 1:
+                y, _ = conv_bn(y, size, f"{name}._expand_conv", f"{name}._bn0")
+            y, new_size = conv_bn(y, size, f"{name}._depthwise_conv", f"{name}._bn1", stride=step, groups=mid)
+            y, _ = conv_bn(y, new_size, f"{name}._project_conv", f"{name}._bn2", relu=False)
+            if step == 1 and (inp if i == 0 else out) == out:
+                y = ops.add(block_in, y)
+            size, index = new_size, index + 1
+    y, _ = conv_bn(y, size, "_conv_head", "_bn1")
+    pooled = ops.reduce_mean(y, _ops().constant(np.array([2, 3], dtype=np.int64)), False)
+    logits = ops.reshape(_linear(pooled, state["_fc.weight"], state["_fc.bias"]), [rows], False)
+    return _model([x], [logits])
+
+
+# ------------------------------------------------------------------------------------------------ MTCNN
+
+
+def _prelu(x, state: State, name: str):
+    return _ops().prelu(x, _const(state[f"{name}.weight"]))
+
+
+def _pool(x, kernel: int, stride: int):
+    return _ops().max_pool(x, [stride, stride], [1, 1], [0, 0], [0, 0], [kernel, kernel], "ceil_torch").output(0)
+
+
+def _conv_prelu(x, state: State, conv: str, prelu: str):
+    return _prelu(_conv(x, state[f"{conv}.weight"], state[f"{conv}.bias"]), state, prelu)
+
+
+def _flatten_hwc(x, features: int):
+    """torch's ``x.permute(0, 3, 2, 1).contiguous().view(n, -1)``: the dense layers' input order."""
+    ops = _ops()
+    return ops.reshape(
+        ops.transpose(x, _ops().constant(np.array([0, 3, 2, 1], dtype=np.int64))), [-1, features], False
+    )
+
+
+def pnet(state: State, height: int, width: int, rows: int):
+    """P-Net on ``rows x 3 x height x width`` normalised canvases: (box regression, face probabilities) maps."""
+    ops = _ops()
+    x = ops.parameter([rows, 3, height, width], np.float32, name="x")
+    y = _pool(_conv_prelu(x, state, "conv1", "prelu1"), 2, 2)
+    y = _conv_prelu(_conv_prelu(y, state, "conv2", "prelu2"), state, "conv3", "prelu3")
+    probs = ops.softmax(_conv(y, state["conv4_1.weight"], state["conv4_1.bias"]), 1)
+    reg = _conv(y, state["conv4_2.weight"], state["conv4_2.bias"])
+    return _model([x], [reg, probs])
+
+
+def rnet(state: State, rows: int):
+    """R-Net on ``rows`` 24-pixel crops: (box regression, face probabilities)."""
+    ops = _ops()
+    x = ops.parameter([rows, 3, 24, 24], np.float32, name="x")
+    y = _pool(_conv_prelu(x, state, "conv1", "prelu1"), 3, 2)
+    y = _pool(_conv_prelu(y, state, "conv2", "prelu2"), 3, 2)
+    y = _flatten_hwc(_conv_prelu(y, state, "conv3", "prelu3"), 576)
+    y = _prelu(_linear(y, state["dense4.weight"], state["dense4.bias"]), state, "prelu4")
+    probs = ops.softmax(_linear(y, state["dense5_1.weight"], state["dense5_1.bias"]), 1)
+    return _model([x], [_linear(y, state["dense5_2.weight"], state["dense5_2.bias"]), probs])
+
+
+def onet(state: State, rows: int):
+    """O-Net on ``rows`` 48-pixel crops: (box regression, landmarks, face probabilities)."""
+    ops = _ops()
+    x = ops.parameter([rows, 3, 48, 48], np.float32, name="x")
+    y = _pool(_conv_prelu(x, state, "conv1", "prelu1"), 3, 2)
+    y = _pool(_conv_prelu(y, state, "conv2", "prelu2"), 3, 2)
+    y = _pool(_conv_prelu(y, state, "conv3", "prelu3"), 2, 2)
+    y = _flatten_hwc(_conv_prelu(y, state, "conv4", "prelu4"), 1152)
+    y = _prelu(_linear(y, state["dense5.weight"], state["dense5.bias"]), state, "prelu5")
+    probs = ops.softmax(_linear(y, state["dense6_1.weight"], state["dense6_1.bias"]), 1)
+    reg = _linear(y, state["dense6_2.weight"], state["dense6_2.bias"])
+    marks = _linear(y, state["dense6_3.weight"], state["dense6_3.bias"])
+    return _model([x], [reg, marks, probs])
+
+
+class ShapeCache:
+    """Networks compiled on first use, one per input shape (P-Net sees one shape per pyramid level)."""
+
+    def __init__(self, build: Callable[..., object], rows: int, device: str = "CPU", streams: int = 1) -> None:
+        self.build, self.rows, self.device, self.streams = build, rows, device, streams
+        self._compiled: dict[tuple, CompiledNetwork] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        shape = tuple(x.shape[2:])
+        network = self._compiled.get(shape)
+        if network is None:
+            with self._lock:
+                network = self._compiled.get(shape)
+                if network is None:
+                    network = CompiledNetwork(self.build(*shape, self.rows), self.rows, self.device, self.streams)
+                    self._compiled[shape] = network
+        return network(x)
