@@ -227,6 +227,47 @@ def test_uploads_leave_no_file_behind(client, avatars, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class _CountingDetector:
+    """What the batcher needs of a Detector, recording each batch: the result of an image is its width."""
+
+    max_pixels = None
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.batches: list[int] = []
+
+    def score_loaded(self, loaded):
+        self.batches.append(len(loaded))
+        time.sleep(0.05)
+        return [image.shape[1] if isinstance(image, np.ndarray) else image for image in loaded]
+
+
+def test_the_batcher_splits_what_waits_and_gathers_what_comes_together():
+    from gan_face.outputs.serve import Batcher, Upload
+
+    def upload(width: int) -> Upload:
+        return Upload(f"{width}.png", encode(Image.new("RGB", (width, 8)), "PNG"))
+
+    shared = _CountingDetector(workers=2)
+    batcher = Batcher(shared, batch_size=4, max_queue=100)
+    futures = batcher.submit([upload(10 + i) for i in range(20)])
+    assert [f.result(timeout=60).result for f in futures] == [10 + i for i in range(20)]  # each its own answer
+    assert sum(shared.batches) == 20 and max(shared.batches) <= 4 and len(shared.batches) >= 5
+    batcher.close()
+
+    alone = _CountingDetector(workers=1)
+    batcher = Batcher(alone, batch_size=4, gather_s=0.5)
+    first = batcher.submit([upload(7)])
+    time.sleep(0.05)  # the second request comes just after the first: they share a batch
+    second = batcher.submit([upload(9)])
+    assert [f.result(timeout=60).result for f in first + second] == [7, 9] and alone.batches == [2]
+    last = batcher.submit([upload(5)])
+    batcher.close()  # what was submitted before closing is still answered
+    assert last[0].result(timeout=0).result == 5
+    with pytest.raises(Exception, match="shutting down"):
+        batcher.submit([upload(3)])
+
+
 # ------------------------------------------------------------------------------------ a real server on loopback
 
 

@@ -34,6 +34,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional, Sequence, Union
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: Images per detector batch in the server: small, so that a lone request is answered fast.
 SERVE_BATCH_SIZE = 8
+#: How long a request that came alone waits for others to share its batch (seconds): little beside its scoring.
+GATHER_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -202,12 +205,20 @@ class Batcher:
     decodes while another runs the networks, and a request is answered as soon as its own batch is done.
     :meth:`submit` refuses (``ApiError`` 503) when ``max_queue`` images already wait."""
 
-    def __init__(self, detector: Detector, *, batch_size: int = SERVE_BATCH_SIZE, max_queue: int = 512) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        batch_size: int = SERVE_BATCH_SIZE,
+        max_queue: int = 512,
+        gather_s: float = GATHER_S,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = detector
         self.batch_size = batch_size
         self.max_queue = max_queue
+        self.gather_s = gather_s
         self._queue: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._waiting = 0
@@ -252,8 +263,10 @@ class Batcher:
             thread.join(timeout)
 
     def _take(self) -> Optional[list[_Job]]:
-        """The next batch: one job (waiting for it), then what else waits, split evenly with the other idle
-        threads and never more than ``batch_size``; ``None`` once closed."""
+        """The next batch (``None`` once closed): one job, waiting for it, then at most ``batch_size`` in all.
+        Jobs already waiting are split evenly with the other idle threads; a job that came alone waits up to
+        ``gather_s`` for the ones right behind it (requests sent together arrive one by one), so that a burst
+        of requests is not scored one image per batch."""
         with self._lock:
             self._idle += 1
         job = self._queue.get()
@@ -263,10 +276,15 @@ class Batcher:
         if job is None:
             return None
         jobs = [job]
-        most = min(self.batch_size, -(-(1 + self._queue.qsize()) // sharing))
+        already = self._queue.qsize()
+        most = min(self.batch_size, -(-(1 + already) // sharing)) if already else self.batch_size
+        deadline = time.monotonic() + self.gather_s
         while len(jobs) < most:
             try:
-                job = self._queue.get_nowait()
+                if already:
+                    job = self._queue.get_nowait()
+                else:
+                    job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if job is None:
