@@ -227,6 +227,22 @@ def test_uploads_leave_no_file_behind(client, avatars, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_serve_without_the_extra_names_it():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'fastapi':\n"
+        "            raise ImportError('blocked: ' + name, name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from gan_face.outputs.cli import main\n"
+        "main(['serve', '--port', '0'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and 'pip install "gan-face[serve]"' in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 class _CountingDetector:
     """What the batcher needs of a Detector, recording each batch: the result of an image is its width."""
 
