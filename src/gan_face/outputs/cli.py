@@ -13,6 +13,30 @@ from ..detector import DEFAULT_BATCH_SIZE
 from ..errors import GanFaceError, OutputExistsError, WeightsError
 from ..io import DEFAULT_MAX_PIXELS
 
+#: options scan and serve share: which model, its operating point, where it runs, which checks
+weights_option = click.option(
+    "--weights",
+    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
+    ".json card).",
+)
+threshold_option = click.option(
+    "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."
+)
+device_option = click.option(
+    "--device",
+    default=None,
+    help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
+)
+checks_option = click.option(
+    "--checks",
+    "check_policy",
+    type=click.Choice(["auto", "all"]),
+    default="auto",
+    show_default=True,
+    help="auto: the checks that only explain (no weight in the likelihood) are computed for flagged images and "
+    "those near the threshold, and listed under not_computed elsewhere; all: every check for every image.",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gan-face")
@@ -38,19 +62,9 @@ def main(verbose: int) -> None:
     help="Report format (default: from -o's suffix).",
 )
 @click.option("-r", "--recursive", is_flag=True, help="Also scan the subfolders of folders.")
-@click.option(
-    "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."
-)
-@click.option(
-    "--weights",
-    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
-    ".json card).",
-)
-@click.option(
-    "--device",
-    default=None,
-    help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
-)
+@threshold_option
+@weights_option
+@device_option
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan: skip the files already in the report.")
 @click.option(
@@ -73,18 +87,10 @@ def main(verbose: int) -> None:
     "--threads",
     type=click.IntRange(1, 1024),
     help="CPU threads to use (default: $GAN_FACE_THREADS, else the CPUs this process may use: affinity and "
-    "cgroup quota). Each thread decodes and scores whole batches; torch runs one thread per operation.",
+    "cgroup quota). Each thread decodes and scores whole batches; each network inference runs on one thread.",
 )
 @click.option("--workers", type=click.IntRange(1, 1024), hidden=True, help="Old name of --threads.")
-@click.option(
-    "--checks",
-    "check_policy",
-    type=click.Choice(["auto", "all"]),
-    default="auto",
-    show_default=True,
-    help="auto: the checks that only explain (no weight in the likelihood) are computed for flagged images and "
-    "those near the threshold, and listed under not_computed elsewhere; all: every check for every image.",
-)
+@checks_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def scan(
     paths: tuple[str, ...],
@@ -195,19 +201,9 @@ _SERVE_MODULES = {"fastapi", "uvicorn", "python_multipart", "starlette", "pydant
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine)."
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
-@click.option(
-    "--weights",
-    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
-    ".json card).",
-)
-@click.option(
-    "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."
-)
-@click.option(
-    "--device",
-    default=None,
-    help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
-)
+@weights_option
+@threshold_option
+@device_option
 @click.option(
     "--threads",
     type=click.IntRange(1, 1024),
@@ -215,14 +211,7 @@ _SERVE_MODULES = {"fastapi", "uvicorn", "python_multipart", "starlette", "pydant
     "use).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Images per batch.")
-@click.option(
-    "--checks",
-    "check_policy",
-    type=click.Choice(["auto", "all"]),
-    default="auto",
-    show_default=True,
-    help="As for scan: auto computes the explaining checks for flagged and near-threshold images only.",
-)
+@checks_option
 @click.option(
     "--max-upload-mb",
     default=32.0,
