@@ -11,8 +11,8 @@ import torch
 from gan_face import _mtcnn
 from gan_face import _openvino as ov
 from gan_face.card import CnnConfig, ModelCard
-from gan_face.cnn import CNN_CHUNK, STAGES, load_cnn, preprocess
-from gan_face.training.network import build_cnn, load_torch_cnn
+from gan_face.cnn import CNN_CHUNK, STAGES, load_cnn
+from gan_face.training.network import build_cnn, load_torch_cnn, preprocess
 
 facenet = pytest.importorskip("facenet_pytorch.models.mtcnn")
 
@@ -45,7 +45,7 @@ def crops(size: int, n: int = 11, seed: int = 0) -> list[np.ndarray]:
 
 def torch_logits(model: torch.nn.Module, images: list[np.ndarray], config: CnnConfig) -> np.ndarray:
     with torch.inference_mode():
-        return model(torch.from_numpy(preprocess(images, config))).numpy()
+        return model(preprocess(images, config)).numpy()
 
 
 SHIPPED = [
@@ -83,10 +83,10 @@ def test_random_weights_of_each_architecture_match_torch(architecture, size):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    graph = ov.efficientnet_lite(state, STAGES[architecture], size, CNN_CHUNK)
+    graph = ov.efficientnet_lite(state, STAGES[architecture], size, CNN_CHUNK, config.mean, config.std)
     compiled = ov.CompiledNetwork(graph, CNN_CHUNK)
     images = crops(size, n=5, seed=1)
-    (got,) = compiled(preprocess(images, config))
+    (got,) = compiled(np.stack(images))
     expected = torch_logits(model, images, config)
     assert np.abs(got.reshape(-1) - expected).max() < 1e-4
 

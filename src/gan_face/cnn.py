@@ -74,15 +74,6 @@ def explain_cnn(probability: float, view: str = "face") -> str:
 CNN_CHUNK = 8
 
 
-def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> np.ndarray:
-    """Aligned ``uint8`` crops to the CNN's normalised float32 ``N x 3 x S x S`` input: the same float32
-    operations as training's torch preprocessing (:func:`gan_face.training.network.preprocess`)."""
-    batch = np.stack(crops).astype(np.float32) / np.float32(255.0)
-    mean = np.asarray(config.mean, dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)
-    return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
-
-
 class CnnScorer:
     """A compiled CNN and its config: scores each image that has a face, as evidence ``name`` (``"cnn"`` on the
     face, ``"frame"`` on the whole frame)."""
@@ -95,10 +86,10 @@ class CnnScorer:
     def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if not len(crops):
             return np.zeros(0)
-        batch = preprocess(crops, self.config)
+        batch = np.stack(crops)  # uint8 N x S x S x 3: the graph normalises them as training does
         (logits,) = self.network(batch)
         if self.config.mirror_average:
-            (mirrored,) = self.network(np.ascontiguousarray(batch[:, :, :, ::-1]))
+            (mirrored,) = self.network(np.ascontiguousarray(batch[:, :, ::-1]))
             logits = (logits + mirrored) / 2
         return logits.astype(np.float32)
 
@@ -153,7 +144,9 @@ def load_cnn(
     from .align import runtime_device
 
     config, state = card_network_state(card, network)
-    graph = _openvino.efficientnet_lite(state, STAGES[config.architecture], config.input_size, CNN_CHUNK)
+    graph = _openvino.efficientnet_lite(
+        state, STAGES[config.architecture], config.input_size, CNN_CHUNK, config.mean, config.std
+    )
     compiled = _openvino.CompiledNetwork(graph, CNN_CHUNK, runtime_device(device), streams)
     return CnnScorer(compiled, config, name=network)
 
