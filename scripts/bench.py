@@ -78,7 +78,14 @@ def rate(n: int, seconds: float) -> float:
 
 
 SCAN_CODE = (
-    "import resource, sys, time; start = time.perf_counter()\n"
+    "import os, resource, sys, time; start = time.perf_counter()\n"
+    # another checkout's code (on PYTHONPATH): the scan refuses to run if gan_face comes from elsewhere (a
+    # missing folder falls through to this checkout's install, and the baseline would measure this checkout)
+    "code = os.environ.get('GAN_FACE_BENCH_CODE')\n"
+    "if code:\n"
+    "    import gan_face\n"
+    "    if not os.path.realpath(gan_face.__file__).startswith(os.path.realpath(code) + os.sep):\n"
+    "        sys.exit(f'gan_face was imported from {gan_face.__file__}, not from {code}')\n"
     "from gan_face.outputs.cli import main\n"
     "try:\n    main()\nexcept SystemExit:\n    pass\n"
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start)\n"
@@ -88,7 +95,7 @@ SCAN_CODE = (
 def start_scan(folder: Path, out: Path, extra: list[str], code: Path | None = None) -> subprocess.Popen:
     """``gan-face scan folder -o out -q`` in a fresh Python process (``code``: another checkout's ``src``)."""
     command = [sys.executable, "-c", SCAN_CODE, "scan", str(folder), "-o", str(out), "-q", "--overwrite", *extra]
-    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code), "GAN_FACE_BENCH_CODE": str(code)}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
