@@ -133,7 +133,7 @@ def normalise(batch: torch.Tensor, config: CnnConfig) -> torch.Tensor:
 
 
 def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
-    """Aligned ``uint8`` crops to the CNN's normalised input (training and scoring share this)."""
+    """Aligned ``uint8`` crops to the CNN's normalised input (scoring's graphs in ``_openvino`` do it in-graph)."""
     return normalise(unit_batch(crops), config)
 
 
