@@ -36,7 +36,7 @@ CARD_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Keys of a card that :class:`ModelCard` reads itself; every other top-level key is a free-form section.
-_OWN_KEYS = ("format", "name", "description", "detector", "cnn", "frame_cnn", "fusion", "threshold")
+_OWN_KEYS = ("format", "name", "description", "detector", "cnn", "frame_cnn", "clip", "fusion", "threshold")
 #: The learnt evidence: the CNN on the aligned face (card key ``"cnn"``) and the optional one on the whole
 #: frame (``"frame_cnn"``), by the evidence name each one's score has in the fusion and the reports.
 NETWORKS = {"cnn": "cnn", "frame": "frame_cnn"}
@@ -109,6 +109,99 @@ class Network:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """What the clip view reads: the frozen encoder's input (the whole frame's centred square, or the aligned face,
+    at ``input_size``) and the blocks whose CLS tokens the linear head reads (the encoder runs up to the last)."""
+
+    input_size: int = 160
+    blocks: tuple[int, ...] = tuple(range(12))
+    view: str = "frame"
+    crop_template: tuple[tuple[float, float], ...] = field(
+        default_factory=lambda: tuple(map(tuple, CROP_TEMPLATE.tolist()))  # type: ignore[arg-type]
+    )
+
+    def __post_init__(self) -> None:
+        if self.input_size % 16 or not 32 <= self.input_size <= 224:
+            raise ValueError(f"clip input_size {self.input_size}: a multiple of 16 between 32 and 224")
+        if not self.blocks or sorted(set(self.blocks)) != list(self.blocks) or not 0 <= self.blocks[0] < 12:
+            raise ValueError(f"clip blocks {self.blocks}: increasing block indices in 0..11")
+        if self.blocks[-1] > 11:
+            raise ValueError(f"clip blocks {self.blocks}: increasing block indices in 0..11")
+
+    @property
+    def depth(self) -> int:
+        """How many transformer blocks the encoder runs."""
+        return self.blocks[-1] + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "blocks": list(self.blocks),
+            "view": self.view,
+            "crop_template": [list(p) for p in self.crop_template],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ClipConfig":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "blocks" in known:
+            known["blocks"] = tuple(int(b) for b in known["blocks"])
+        if "crop_template" in known:
+            known["crop_template"] = tuple(tuple(float(v) for v in p) for p in known["crop_template"])
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class ClipNetwork:
+    """A model's clip view: its config, the frozen encoder's weights file and the linear head's, with sha256s.
+
+    The encoder (86 MB) is shared by every card that uses it: a card names it, and it is found beside the card or
+    among the shipped models, so a fine-tuned card never copies it."""
+
+    config: ClipConfig
+    encoder_path: Path
+    head_path: Path
+    encoder_sha256: Optional[str] = None
+    head_sha256: Optional[str] = None
+
+    def to_dict(self, card_path: Optional[Path]) -> dict[str, Any]:
+        return {
+            "encoder": _relative_name(self.encoder_path, card_path),
+            "encoder_sha256": self.encoder_sha256,
+            "head": _relative_name(self.head_path, card_path),
+            "head_sha256": self.head_sha256,
+            "config": self.config.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], card_path: Path) -> "ClipNetwork":
+        return cls(
+            ClipConfig.from_dict(dict(entry["config"])),
+            _find_weights(str(entry["encoder"]), card_path),
+            _find_weights(str(entry["head"]), card_path),
+            entry.get("encoder_sha256"),
+            entry.get("head_sha256"),
+        )
+
+
+def _relative_name(path: Path, card_path: Optional[Path]) -> str:
+    """A weights file as a card names it: its bare name when it sits beside the card or among the shipped
+    models, else its absolute path."""
+    folders = [shipped_card_path(DEFAULT_MODEL).parent.resolve()]
+    if card_path is not None:
+        folders.insert(0, card_path.resolve().parent)
+    return path.name if path.resolve().parent in folders else str(path.resolve())
+
+
+def _find_weights(name: str, card_path: Path) -> Path:
+    beside = card_path.parent / name
+    if beside.exists() or Path(name).is_absolute():
+        return beside
+    shipped = shipped_card_path(DEFAULT_MODEL).parent / name
+    return shipped if shipped.exists() else beside
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """A parsed, validated model card. ``weights_path`` is resolved; ``sections`` holds the free-form parts.
     ``frame`` is the optional second CNN, on the whole frame."""
@@ -124,6 +217,7 @@ class ModelCard:
     sections: Mapping[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None  # where it was read from or last saved
     frame: Optional[Network] = None
+    clip: Optional[ClipNetwork] = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -155,9 +249,12 @@ class ModelCard:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise WeightsError(f"{card_path}: not a readable model card ({exc})") from None
         card = cls.from_dict(raw, card_path, weights_given)
-        for network in card.networks().values():
-            if not network.weights_path.exists():
-                raise WeightsError(f"{card_path}: its weights file {network.weights_path} is missing")
+        weights_files = [network.weights_path for network in card.networks().values()]
+        if card.clip is not None:
+            weights_files += [card.clip.encoder_path, card.clip.head_path]
+        for path in weights_files:
+            if not path.exists():
+                raise WeightsError(f"{card_path}: its weights file {path} is missing")
         return card
 
     @classmethod
@@ -168,6 +265,7 @@ class ModelCard:
         try:
             face = None if raw.get("cnn") is None else Network.from_dict(raw["cnn"], card_path, weights_path)
             frame = None if raw.get("frame_cnn") is None else Network.from_dict(raw["frame_cnn"], card_path)
+            clip = None if raw.get("clip") is None else ClipNetwork.from_dict(raw["clip"], card_path)
             return cls(
                 name=str(raw.get("name", card_path.stem)),
                 description=str(raw.get("description", "")),
@@ -180,6 +278,7 @@ class ModelCard:
                 sections={k: v for k, v in raw.items() if k not in _OWN_KEYS},
                 path=card_path,
                 frame=frame,
+                clip=clip,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsError(f"{card_path}: malformed model card ({exc!r})") from None
@@ -204,6 +303,19 @@ class ModelCard:
             raise WeightsError(f"{entry.weights_path}: does not match the sha256 in {name}")
         return load_state_dict(entry.weights_path)
 
+    def load_clip_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The clip view's encoder and head tensors, each checked against the card's sha256 first."""
+        if self.clip is None:
+            raise WeightsError(f"{self.path}: this model has no clip view")
+        name = self.path.name if self.path else "its card"
+        for path, expected in ((self.clip.encoder_path, self.clip.encoder_sha256),
+                               (self.clip.head_path, self.clip.head_sha256)):  # fmt: skip
+            if not expected:
+                raise WeightsError(f"{self.path}: the clip view's {path.name} has no sha256 in the card")
+            if file_sha256(path) != expected:
+                raise WeightsError(f"{path}: does not match the sha256 in {name}")
+        return load_state_dict(self.clip.encoder_path), load_state_dict(self.clip.head_path)
+
     # ------------------------------------------------------------------------------------------------ writing
 
     def replace(self, **changes: Any) -> "ModelCard":
@@ -226,6 +338,8 @@ class ModelCard:
         data["detector"] = self.detector.to_dict()
         for name, network in self.networks().items():
             data[NETWORKS[name]] = network.to_dict(card_path)
+        if self.clip is not None:
+            data["clip"] = self.clip.to_dict(card_path)
         data["fusion"] = self.fusion.to_dict()
         data["threshold"] = self.threshold  # unrounded: rounding down could flag one more real photo
         data.update(self.sections)

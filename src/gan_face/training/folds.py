@@ -45,8 +45,9 @@ FAMILIES: Mapping[str, tuple[str, ...]] = {
     "sd3": ("fake/sd3_fakerjs",),
     "flux-headshots": ("fake/headshots_flux_invigo",),
     "astria-headshots": ("fake/headshots_astria_ruifei521",),
+    "sd15": ("fake/sd15_santyarboleda", "fake/sd15_dhiandika"),
 }
-DIFFUSION = frozenset({"sd3", "flux-headshots", "astria-headshots"})
+DIFFUSION = frozenset({"sd3", "flux-headshots", "astria-headshots", "sd15"})
 #: Real sources processed together with a family's fakes (the two halves of one paired data set: same crawl, size
 #: and JPEG pipeline). A fold leaves them out of training too: kept, they teach the CNN that the left-out family's
 #: processing history means "real", and the fold measures that shortcut rather than the generator (StyleGAN1 fold
@@ -94,7 +95,7 @@ def folds(
 
 def subset(pool: CropPool, keep: np.ndarray) -> CropPool:
     """The same crops with only ``keep`` usable (a fold's training set, without copying the pool)."""
-    return CropPool(pool.samples, pool.crops, pool.usable & keep)
+    return CropPool(pool.samples, pool.crops, pool.usable & keep, pool.key)
 
 
 def fold_metrics(

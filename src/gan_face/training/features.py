@@ -1,0 +1,124 @@
+"""CLIP features cached on disk: the frozen encoder runs once per crop, and every head (a leave-one-out fold, the
+shipped head, a user's fine-tune) is a linear fit over the cache.
+
+The features of a crop pool (:mod:`.pools`: the frame's centred square or the aligned face, K variants per image:
+evaluation conditions or training augmentations) are the CLS tokens of the encoder's blocks, computed by the
+same :class:`gan_face.clip.ClipEncoder` that scoring runs, stored as float16 in a memory-mapped file
+``N x K x depth x 768`` beside the pool. The file is keyed by the pool (its recipe and files) and the encoder
+(weights sha256, input size, depth), filled in chunks by ``workers`` processes of one thread each, and a
+progress file records the finished chunks, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from ..card import file_sha256, load_state_dict
+from ..clip import ClipEncoder
+from .pools import CropPool
+
+log = logging.getLogger(__name__)
+
+#: Images per cached chunk (the unit of resumption).
+CHUNK = 64
+
+
+def features_key(pool: CropPool, encoder_sha256: str, input_size: int, depth: int) -> str:
+    spec = {"pool": pool.key, "encoder": encoder_sha256, "input_size": input_size, "depth": depth}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Worker:
+    """One process: the encoder compiled once, then chunks of crops -> tokens."""
+
+    encoder: Optional[ClipEncoder] = None
+
+    def __init__(self, encoder_path: str, input_size: int, depth: int, crops_path: str, shape: tuple) -> None:
+        self.encoder_path, self.input_size, self.depth = encoder_path, input_size, depth
+        self.crops_path, self.shape = crops_path, shape
+
+    def __call__(self, chunk: tuple[int, list[int]]):
+        if _Worker.encoder is None:
+            _Worker.encoder = ClipEncoder(load_state_dict(self.encoder_path), self.input_size, self.depth)
+        start, rows = chunk
+        crops = np.memmap(self.crops_path, np.uint8, "r", shape=self.shape)
+        n, k = len(rows), self.shape[1]
+        batch = np.asarray(crops[rows]).reshape(n * k, *self.shape[2:])
+        return start, rows, _Worker.encoder(batch).reshape(n, k, self.depth, -1).astype(np.float16)
+
+
+def pool_features(
+    pool: CropPool,
+    encoder_path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    *,
+    input_size: int,
+    depth: int,
+    workers: int = 2,
+    progress: bool = True,
+) -> np.ndarray:
+    """``N x K x depth x 768`` float16 CLS tokens of every crop of ``pool`` (zeros where the image had no face),
+    computed where missing and cached under ``cache_dir``."""
+    if pool.crops.shape[2] != input_size:
+        raise ValueError(f"the pool's crops are {pool.crops.shape[2]} px, the encoder is asked for {input_size}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = features_key(pool, file_sha256(encoder_path), input_size, depth)
+    data_path, done_path = cache_dir / f"clip_{key}.f16", cache_dir / f"clip_{key}.done.json"
+    n, k = pool.crops.shape[:2]
+    shape = (n, k, depth, 768)
+    done: set[int] = set(json.loads(done_path.read_text())["chunks"]) if done_path.exists() else set()
+    mode = "r+" if data_path.exists() else "w+"
+    features = np.memmap(data_path, np.float16, mode, shape=shape)
+    usable = np.flatnonzero(pool.usable)
+    chunks = [(s, usable[s : s + CHUNK].tolist()) for s in range(0, len(usable), CHUNK)]
+    todo = [c for c in chunks if c[0] not in done]
+    if todo:
+        log.info("clip features %s: %d of %d chunks to compute (%s)", key, len(todo), len(chunks), data_path)
+        worker = _Worker(str(encoder_path), input_size, depth, str(_crops_file(pool)), tuple(pool.crops.shape))
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(r) for _, r in todo), disable=not progress, desc="clip features", unit="img")
+        if workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(workers) as processes:
+                for start, rows, tokens in processes.imap_unordered(worker, todo):
+                    _store(features, rows, tokens, done, start, done_path)
+                    bar.update(len(rows))
+        else:
+            for chunk in todo:
+                start, rows, tokens = worker(chunk)
+                _store(features, rows, tokens, done, start, done_path)
+                bar.update(len(rows))
+        bar.close()
+    return np.memmap(data_path, np.float16, "r", shape=shape)
+
+
+def _store(features: np.ndarray, rows, tokens, done: set[int], start: int, done_path: Path) -> None:
+    features[rows] = tokens
+    features.flush()
+    done.add(start)
+    staging = done_path.with_name(done_path.name + ".tmp")
+    staging.write_text(json.dumps({"chunks": sorted(done)}))
+    os.replace(staging, done_path)
+
+
+def _crops_file(pool: CropPool) -> Path:
+    filename = getattr(pool.crops, "filename", None)
+    if filename is None:
+        raise ValueError("clip features are computed from a crop pool on disk (build_pool)")
+    return Path(filename)
+
+
+def head_inputs(tokens: np.ndarray, blocks: Mapping[int, int] | list[int]) -> np.ndarray:
+    """The head's features (the chosen blocks' CLS tokens side by side) from cached ``... x depth x 768`` tokens."""
+    chosen = np.asarray(tokens)[..., list(blocks), :]
+    return chosen.reshape(*chosen.shape[:-2], -1).astype(np.float32)
