@@ -139,8 +139,13 @@ class NetworkView:
         with how many of each are flagged: possible networks (at least ``NETWORK_MIN_FLAGGED`` flagged) first,
         most flagged first, then the groups that only share a framing, largest first; at most ``MAX_GROUPS``."""
         sizeable = [g for g in range(len(self._counts)) if self._counts[g] >= MIN_GROUP]
-        sizeable.sort(key=lambda g: (self._flagged_counts[g] < NETWORK_MIN_FLAGGED, -self._flagged_counts[g],
-                                     -self._counts[g]))  # fmt: skip
+
+        def order(group: int) -> tuple[int, int]:
+            flagged = self._flagged_counts[group]
+            network = flagged >= NETWORK_MIN_FLAGGED
+            return (0, -flagged) if network else (1, -self._counts[group])
+
+        sizeable.sort(key=order)
         result = []
         for group in sizeable[:MAX_GROUPS]:
             centre = self._leaders[group]
