@@ -156,8 +156,101 @@ def test_network_view_stacks_template_faces():
     assert summary["on_template"] == 6 and summary["on_template_share"] == 0.6
     (group,) = summary["groups"]
     assert group["count"] == 6 and group["on_template"] and group["examples"][0] == "gan0.jpg"
+    assert group["flagged"] == 6 and group["possible_network"]
     assert view.mean_image(flagged_only=True).shape == (32, 32, 3)
-    assert "coordinated" in view.text()
+    assert "coordinated" in view.text() and "possible network: 6 flagged of 6 avatars" in view.text()
+
+
+def _framed_alike(view: NetworkView, prefix: str, n: int, flagged: int, left_eye=(190, 240)) -> None:
+    """``n`` avatars with their eyes on the same pixels (aligned the same way, off the StyleGAN template), the
+    first ``flagged`` of them flagged."""
+    x, y = left_eye
+    for i in range(n):
+        view.add(
+            f"{prefix}{i}.jpg", _avatar(i < flagged, (x, y), (x + 130, y), [(x + 20, 380), (x + 110, 380)], 0.0)
+        )
+
+
+def test_a_group_is_a_possible_network_only_when_it_holds_flagged_avatars():
+    """Real photos aligned by one tool share their eye positions: forty of them are shared framing, not a network;
+    a group with flagged avatars in it is a possible network, with their count, and comes first."""
+    view = NetworkView(size=32)
+    _framed_alike(view, "aligned_real", 40, flagged=0, left_eye=(190, 240))
+    _framed_alike(view, "one_flag", 12, flagged=1, left_eye=(150, 300))
+    _framed_alike(view, "suspect", 5, flagged=3, left_eye=(120, 200))
+    groups = view.summary()["groups"]
+    assert [(g["count"], g["flagged"], g["possible_network"]) for g in groups] == [
+        (5, 3, True),
+        (40, 0, False),
+        (12, 1, False),  # one flagged avatar among real photos framed alike is one flag, not a network
+    ]
+    text = view.text()
+    assert "group 1: possible network: 3 flagged of 5 avatars" in text
+    assert "group 2: shared framing, nothing flagged, 40 avatars" in text
+    assert "group 3: shared framing, 1 flagged, 12 avatars" in text
+    assert "coordinated" not in text  # nothing on the StyleGAN template
+
+
+def test_the_report_states_the_network_rule_and_counts_flagged_avatars(tmp_path):
+    from gan_face.outputs.report import verdict_row
+    from gan_face.outputs.report_html import render_html
+
+    view = NetworkView(size=32)
+    _framed_alike(view, "aligned_real", 40, flagged=0, left_eye=(190, 240))
+    rows = tmp_path / "rows.jsonl"
+    verdict = _avatar(False, (190, 240), (320, 240), [(210, 380), (300, 380)], 0.0)
+    rows.write_text(json.dumps(verdict_row("aligned_real0.jpg", verdict, ["eyes"])) + "\n")
+    out = tmp_path / "report.html"
+    render_html(rows, out, threshold=0.98, model="m", check_names=["eyes"], network=view)
+    page = out.read_text()
+    assert "called a <b>possible network</b> only when at least 2 of its avatars are flagged" in page
+    assert "No possible network: no group holds 2 or more flagged avatars." in page
+    framings = page[page.index('<details class="framings">') : page.index("</details>")]  # folded away
+    assert (
+        "1 group with a shared framing" in framings and "<td>nothing flagged</td><td>0</td><td>40</td>" in framings
+    )
+    _framed_alike(view, "suspect", 5, flagged=3, left_eye=(120, 200))
+    render_html(rows, out, threshold=0.98, model="m", check_names=["eyes"], network=view)
+    page = out.read_text()
+    networks = page[page.index("<th>possible network</th>") : page.index('<details class="framings">')]
+    assert "<td>group 1</td><td><b>3</b></td><td>5</td>" in networks and "aligned_real" not in networks
+
+
+def test_the_mean_faces_picture_is_labelled(tmp_path):
+    view = NetworkView(size=32)
+    for i in range(4):
+        view.add(f"a{i}.jpg", _avatar(i < 3, (190, 240), (320, 240), [(210, 380), (300, 380)], 0.0),
+                 np.full((64, 64, 3), 90, np.uint8))  # fmt: skip
+    assert [caption for caption, _ in view.mean_images()] == [
+        "mean of the 3 flagged avatars",
+        "mean of all 4 avatars",
+    ]
+    path = tmp_path / "network.png"
+    assert view.save_mean_faces(str(path))
+    picture = np.asarray(Image.open(path).convert("L"))
+    from gan_face.outputs.network import PANEL_SIDE
+
+    # two panels under a title band, over their captions and the legend: dark text on white above and below them
+    assert picture.shape[0] > PANEL_SIDE + 100 and picture.shape[1] >= 2 * PANEL_SIDE
+    title, captions = picture[:28], picture[-100:]
+    assert (title < 100).sum() > 100 and (captions < 128).sum() > 300, "no text drawn"
+    assert NetworkView().save_mean_faces(str(tmp_path / "empty.png")) is False
+
+
+def test_a_card_names_the_checks_not_computed_once(avatars, tmp_path):
+    """A cleared avatar's card says on one line which checks were not computed (they carry no weight); the report
+    says once, not on every card, how to compute them."""
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q"]).exit_code == 1
+    page = out.read_text()
+    cards = page.split('<div class="card')[1:]
+    skipped = [card for card in cards if "Not computed" in card]
+    assert skipped, "every avatar was flagged or near the threshold: nothing tests the line"
+    for card in skipped:
+        assert card.count("Not computed") == 1 and "--checks" not in card
+        assert "Not computed (no weight in the likelihood): symmetry, background, spectrum" in card
+        assert "<th>symmetry</th>" not in card  # the line replaces the check's row
+    assert page.count("--checks all") == 1
 
 
 def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):

@@ -4,6 +4,7 @@ server on loopback (rows equal to ``gan-face scan``'s, 64 requests at once), and
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,6 +208,27 @@ def test_cards_are_drawn_as_in_the_html_report(client, avatars):
     assert 'class="lm left_eye"' in item["card"] and avatars[5].name in item["card"]
     assert json.loads(item["jsonl"]) == item["row"] == _good(client, avatars[5])
     assert item["csv"].startswith(avatars[5].name + ",") and answer.json()["csv_header"].startswith("path,")
+
+
+#: A command-line option as prose names it (``--checks all``, ``--max-pixels``); ``--`` in the page's script
+#: (``inFlight--``) is not followed by a letter.
+COMMAND_LINE_OPTION = re.compile(r"--[a-z]")
+
+
+def test_the_page_gives_no_command_line_advice(client, avatars, astronaut):
+    """Its users have no terminal: neither the page nor the cards it shows name a command-line option."""
+    page = client.get("/").text
+    assert not COMMAND_LINE_OPTION.findall(page)
+    bomb = ("files", ("bomb.png", png_bomb(), "image/png"))
+    answer = client.post("/v1/cards", files=[_part("files", avatars[6].name, avatars[6].read_bytes()), bomb])
+    good, refused = answer.json()["items"]
+    assert good["row"]["not_computed"] == "symmetry background spectrum"  # an everyday cleared avatar
+    assert good["card"].count("Not computed") == 1  # one line naming the skipped checks, not one per check
+    assert "Not computed (no weight in the likelihood): symmetry, background, spectrum" in good["card"]
+    assert "bomb.png: more pixels than this server accepts" in refused["card"]
+    for item in (good, refused):
+        assert not COMMAND_LINE_OPTION.findall(item["card"]), item["card"]
+    assert "--max-pixels" in refused["row"]["error"]  # the row stays the scan's row, word for word
 
 
 def test_a_full_queue_answers_503(served_detector, avatars):

@@ -56,7 +56,7 @@ class NotComputed(CheckResult):
             name,
             None,
             "Not computed: this check carries no weight in the likelihood and the image is well below the "
-            "threshold (scan with --checks all to compute it for every image).",
+            "threshold.",
         )
 
 

@@ -3,8 +3,13 @@
 Uncropped StyleGAN faces all put their eyes on the same pixels, so the mean image of a network's flagged avatars
 shows two sharp eyes where a mean of real photos is a blur; many avatars share near-identical landmark
 positions; a large share sits on the StyleGAN template. OSINT analysts use exactly this tell. The view keeps a
-running sum of small images and, per distinct landmark position, a count and a few example names, never the
-avatars themselves.
+running sum of small images and, per distinct landmark position, a count, a count of the flagged avatars and a few
+example names, never the avatars themselves.
+
+Shared eye positions alone are not evidence: real photos from one source share a framing too (a folder of aligned
+CelebA photos forms groups of dozens). So a group is called a *possible network* only when it holds at least
+:data:`NETWORK_MIN_FLAGGED` flagged avatars; the other groups are reported as shared framing, nothing (or one
+image) flagged.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..checks.eyes import TEMPLATE_MEAN
 from ..result import Verdict
@@ -28,6 +33,10 @@ ON_TEMPLATE_SCORE = 0.01
 #: expression (1.6%) and is left out of the match.
 GROUP_TOLERANCE = 0.015
 MIN_GROUP = 3
+#: A group is a possible network when at least this many of its avatars are flagged: one flagged avatar among
+#: real photos framed alike is one flag, not a network.
+NETWORK_MIN_FLAGGED = 2
+MAX_GROUPS = 10
 EXAMPLES_PER_GROUP = 12
 
 
@@ -38,10 +47,12 @@ class NetworkView:
     with_face: int = 0
     flagged: int = 0
     on_template: int = 0
+    on_template_flagged: int = 0
     _sum_flagged: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _sum_all: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _leaders: list = field(default_factory=list, repr=False)  # per group: geometry of its first member
     _counts: list = field(default_factory=list, repr=False)
+    _flagged_counts: list = field(default_factory=list, repr=False)
     _examples: list = field(default_factory=list, repr=False)
     _cells: dict = field(default_factory=lambda: defaultdict(list), repr=False)  # grid cell -> group ids
 
@@ -65,7 +76,9 @@ class NetworkView:
             return
         self.with_face += 1
         eyes = verdict.checks.get("eyes")
-        self.on_template += eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
+        on_template = eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
+        self.on_template += on_template
+        self.on_template_flagged += on_template and flagged
         lm = verdict.face.landmarks
         width, height = verdict.image_size
         geometry = (np.array([lm.left_eye, lm.right_eye], np.float64) / [width, height]).ravel()
@@ -74,9 +87,11 @@ class NetworkView:
             group = len(self._leaders)
             self._leaders.append(geometry)
             self._counts.append(0)
+            self._flagged_counts.append(0)
             self._examples.append([])
             self._cells[self._cell(geometry)].append(group)
         self._counts[group] += 1
+        self._flagged_counts[group] += flagged
         if len(self._examples[group]) < EXAMPLES_PER_GROUP:
             self._examples[group].append(path)
 
@@ -101,33 +116,52 @@ class NetworkView:
             return None
         return np.clip(total / count, 0, 255).astype(np.uint8)
 
+    def mean_images(self) -> list[tuple[str, np.ndarray]]:
+        """The mean of the flagged avatars and the mean of all, each with its caption (counts included); the
+        StyleGAN template is not drawn yet."""
+        captions = (
+            (True, f"mean of the {self.flagged} flagged avatars"),
+            (False, f"mean of all {self.scanned} avatars"),
+        )
+        return [(caption, mean) for flagged, caption in captions if (mean := self.mean_image(flagged)) is not None]
+
     def save_mean_faces(self, path: str) -> bool:
-        """Save the mean of the flagged avatars beside the mean of all, template marked; False if nothing to
-        show."""
-        means = [m for m in (self.mean_image(True), self.mean_image(False)) if m is not None]
+        """Save the mean of the flagged avatars beside the mean of all, template marked, with a title, a caption
+        under each and a legend; False if nothing to show."""
+        means = self.mean_images()
         if not means:
             return False
-        Image.fromarray(np.concatenate([draw_template(m) for m in means], axis=1)).save(path)
+        labelled_means(means).save(path)
         return True
 
     def groups(self) -> list[dict[str, Any]]:
-        """Sets of at least three avatars whose eyes sit within 1.5% of the frame of a common first member's."""
+        """Sets of at least three avatars whose eyes sit within 1.5% of the frame of a common first member's,
+        with how many of each are flagged: possible networks (at least ``NETWORK_MIN_FLAGGED`` flagged) first,
+        most flagged first, then the groups that only share a framing, largest first; at most ``MAX_GROUPS``."""
+        sizeable = [g for g in range(len(self._counts)) if self._counts[g] >= MIN_GROUP]
+
+        def order(group: int) -> tuple[int, int]:
+            flagged = self._flagged_counts[group]
+            network = flagged >= NETWORK_MIN_FLAGGED
+            return (0, -flagged) if network else (1, -self._counts[group])
+
+        sizeable.sort(key=order)
         result = []
-        for group in sorted(range(len(self._counts)), key=lambda g: -self._counts[g]):
-            count = self._counts[group]
-            if count < MIN_GROUP:
-                break
+        for group in sizeable[:MAX_GROUPS]:
             centre = self._leaders[group]
+            flagged = self._flagged_counts[group]
             result.append(
                 {
-                    "count": count,
+                    "count": self._counts[group],
+                    "flagged": flagged,
+                    "possible_network": flagged >= NETWORK_MIN_FLAGGED,
                     "left_eye": [round(float(centre[0]), 3), round(float(centre[1]), 3)],
                     "right_eye": [round(float(centre[2]), 3), round(float(centre[3]), 3)],
                     "on_template": bool(np.abs(centre - TEMPLATE_MEAN[:4]).max() < GROUP_TOLERANCE),
                     "examples": list(self._examples[group]),
                 }
             )
-        return result[:10]
+        return result
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -135,28 +169,76 @@ class NetworkView:
             "with_face": self.with_face,
             "flagged": self.flagged,
             "on_template": self.on_template,
+            "on_template_flagged": self.on_template_flagged,
+            "network_min_flagged": NETWORK_MIN_FLAGGED,
             "on_template_share": self.on_template / self.with_face if self.with_face else 0.0,
             "groups": self.groups(),
         }
 
     def text(self) -> str:
         s = self.summary()
+        stacked = s["on_template_share"] > 0.2 and s["on_template_flagged"] >= NETWORK_MIN_FLAGGED
         lines = [
             f"network view: {s['scanned']} avatars scanned, {s['flagged']} flagged, {s['with_face']} with a face",
             f"  eyes on the StyleGAN template: {s['on_template']} of {s['with_face']} "
-            f"({s['on_template_share']:.1%})"
-            + ("  <- a coordinated GAN network stacks here" if s["on_template_share"] > 0.2 else ""),
+            f"({s['on_template_share']:.1%}), {s['on_template_flagged']} of them flagged"
+            + ("  <- a coordinated GAN network stacks here" if stacked else ""),
+            f"  a group is a possible network when at least {NETWORK_MIN_FLAGGED} of its avatars are flagged; "
+            "real photos framed alike (aligned, cropped by one tool) share eye positions too",
         ]
         for i, group in enumerate(s["groups"], 1):
+            what = (
+                f"possible network: {group['flagged']} flagged of {group['count']} avatars"
+                if group["possible_network"]
+                else f"shared framing, {group['flagged'] or 'nothing'} flagged, {group['count']} avatars"
+            )
             lines.append(
-                f"  group {i}: {group['count']} avatars with near-identical eye positions "
-                f"(at {group['left_eye']}, "
+                f"  group {i}: {what} with near-identical eye positions (at {group['left_eye']}, "
                 f"{group['right_eye']}{', the StyleGAN template' if group['on_template'] else ''}), e.g. "
                 + ", ".join(group["examples"][:3])
             )
         if not s["groups"]:
             lines.append("  no group of 3 or more avatars shares landmark positions")
         return "\n".join(lines)
+
+
+#: Side of each mean face in the saved picture, and the picture's text.
+PANEL_SIDE = 256
+MEANS_TITLE = "gan-face network view: mean faces"
+MEANS_LEGEND = (
+    "Cyan rings: where uncropped StyleGAN faces put the eyes and the mouth.",
+    "Sharp eyes inside the rings: faces stacked on the StyleGAN template.",
+    "A blur: photos framed one by one, as real profile photos are.",
+)
+
+
+def labelled_means(means: list[tuple[str, np.ndarray]]) -> Image.Image:
+    """The mean faces side by side, template drawn, under a title, each over its caption, and the legend (what
+    the rings mean) below: the picture reads without the report beside it."""
+    font = _font(15)
+    line = 22
+    margin = 10
+    width = max(len(means) * (PANEL_SIDE + margin) + margin, 560)
+    height = margin + line + PANEL_SIDE + line + margin + line * len(MEANS_LEGEND) + margin
+    canvas = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(canvas)
+    pen.text((margin, margin), MEANS_TITLE, fill="black", font=_font(18))
+    top = margin + line + 4
+    for i, (caption, mean) in enumerate(means):
+        left = margin + i * (PANEL_SIDE + margin)
+        panel = Image.fromarray(mean).resize((PANEL_SIDE, PANEL_SIDE), Image.BILINEAR)
+        canvas.paste(Image.fromarray(draw_template(np.asarray(panel))), (left, top))
+        pen.text((left, top + PANEL_SIDE + 4), caption, fill="black", font=font)
+    for j, text in enumerate(MEANS_LEGEND):
+        pen.text((margin, top + PANEL_SIDE + line + margin + j * line), text, fill=(60, 60, 60), font=font)
+    return canvas
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:  # older Pillow: its small bitmap font
+        return ImageFont.load_default()
 
 
 def draw_template(image: np.ndarray) -> np.ndarray:

@@ -73,6 +73,7 @@ def card_row(row: dict, check_names: Sequence[str]) -> dict:
     row.setdefault("image_size", None)
     row.setdefault("reason", "")
     row.setdefault("decided_by", None)
+    row.setdefault("not_computed", "")
     for name in check_names:
         row.setdefault(f"check_{name}", None)
     return row
@@ -96,10 +97,12 @@ def render_html(
 ) -> None:
     """Render the page from the JSON-lines rows of a scan (read twice: an index, then card by card)."""
     index = []  # (flagged, likelihood, offset)
+    skipped_checks = False  # whether any card says "not computed" (the page then says how to compute them)
     with open(rows_path, "rb") as handle:
         offset = handle.tell()
         for line in iter(handle.readline, b""):
             row = json.loads(line)
+            skipped_checks = skipped_checks or bool(row.get("not_computed"))
             likelihood = row.get("likelihood")
             index.append((bool(row.get("synthetic")), -1.0 if likelihood is None else likelihood, offset))
             offset = handle.tell()
@@ -110,11 +113,7 @@ def render_html(
             rows.seek(row_offset)
             yield i, card_row(json.loads(rows.readline()), check_names)
 
-    means = [
-        (title, png_b64(draw_template(mean)))
-        for flagged_only, title in ((True, "mean of the flagged avatars"), (False, "mean of all avatars"))
-        if (mean := network.mean_image(flagged_only)) is not None
-    ]
+    means = [(caption, png_b64(draw_template(mean))) for caption, mean in network.mean_images()]
     staging = output.with_name(output.name + ".rendering")
     with open(rows_path, "rb") as rows:
         environment().get_template("report.html.j2").stream(
@@ -123,6 +122,7 @@ def render_html(
             threshold=threshold,
             model=model,
             notes=notes,
+            skipped_checks=skipped_checks,
             network=network.summary(),
             mean_images=means,
             check_names=check_names,

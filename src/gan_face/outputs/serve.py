@@ -166,6 +166,16 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:g} MiB"
 
 
+def page_error(error: GanFaceError, limits: "Limits") -> str:
+    """``error`` as the page's card says it. The people at the page have no terminal, so where the scan's message
+    tells how to raise a limit from the command line, the page says instead that the server refuses it; the
+    row, the CSV and the JSONL keep the scan's message."""
+    if isinstance(error, ImageTooLargeError):
+        most = "" if limits.max_pixels is None else f" ({limits.max_pixels:,} at most)"
+        return f"{error.source}: more pixels than this server accepts{most}; it may be a decompression bomb"
+    return safe_text(str(error))
+
+
 # ----------------------------------------------------------------------------------------------------- batcher
 
 
@@ -568,7 +578,10 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
         items = []
         for index, (upload, scored) in enumerate(zip(uploads, results)):
             row = row_of(upload, scored)
-            card = render_card({**row, "thumbnail": scored.thumbnail}, index, check_names)
+            shown = {**row, "thumbnail": scored.thumbnail}
+            if isinstance(scored.result, GanFaceError):
+                shown["error"] = page_error(scored.result, limits)
+            card = render_card(shown, index, check_names)
             items.append(
                 {"row": row, "card": card, "csv": csv_line(row, columns), "jsonl": jsonl_line(row, columns)}
             )
