@@ -162,7 +162,7 @@ def test_network_view_stacks_template_faces():
 
 def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):
     ray = pytest.importorskip("ray")
-    from gan_face.ray_data import score_folder
+    from gan_face.outputs.ray_data import score_folder
 
     out = tmp_path / "cli.jsonl"
     assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q"]).exit_code == 1
