@@ -1,7 +1,7 @@
 """A new diffusion generator appears: fine-tune the leave-one-out fold that never saw it on 200 of its faces.
 
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo ...       # the folds, first
-    python scripts/loo_finetune.py ../shared/data --work /tmp/gan-face-loo --family sd3 \\
+    python experiments/loo_finetune.py ../shared/data --work /tmp/gan-face-loo --family sd3 \\
         --base models/gan-face-v2.json [--n-fake 200] [--n-real 300] [--distill-weight 1.0] \\
         [--freeze-blocks 4] [--json result.json]
 
