@@ -9,8 +9,9 @@ The families, the evaluation reals and the per-fold schedule are in ``gan_face.t
 built once (under ``--cache``) and shared by the folds; each fold checkpoints under ``--work`` after every epoch
 and writes its result there, so an interrupted run resumes where it stopped. Prints the matrix: per left-out
 family and condition, AUC and TPR at 1% and 0.1% FPR of the CNN alone, and the share of each real source above
-the 1%-FPR point. ``--card`` stores the matrix in that model card's ``leave_one_out`` section, with the schedule it
-was measured at (the folds are the recipe's, on a short schedule: not the shipped model itself).
+the 1%-FPR point. ``--card`` stores the matrix, with the schedule it was measured at, in that model card's
+experiment log (``experiments/<card name>-log.json`` beside the card, section ``leave_one_out``): the folds are
+the recipe's, on a short schedule, not the shipped model itself, so the card does not carry them.
 ``--fuse-with`` also scores each fold's CNN fused with the eye-position check by that card's fusion (what the
 detector decides with, not the CNN alone), reported beside the CNN's figures under ``fused``; with
 ``--frame-work DIR`` (the ``--work`` folder of a ``--view frame`` run) each fold's frame CNN joins that fusion.
@@ -94,7 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
-    parser.add_argument("--card", type=Path, help="store the matrix in this model card (leave_one_out section)")
+    parser.add_argument(
+        "--card", type=Path, help="store the matrix in this card's experiment log (experiments/NAME-log.json)"
+    )
     parser.add_argument(
         "--fuse-with", type=Path, help="also score each fold's CNN fused with the eyes by this card"
     )
@@ -182,8 +185,22 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
     if args.card:
-        ModelCard.load(args.card).with_sections(leave_one_out=payload).save(args.card)
+        store_in_experiment_log(args.card, payload)
     return 0
+
+
+def store_in_experiment_log(card_path: Path, payload: dict) -> Path:
+    """Write ``payload`` as the ``leave_one_out`` section of the experiment log beside ``card_path`` (created if
+    missing; its other sections kept)."""
+    card = ModelCard.load(card_path)  # refuses a path that is not a card
+    log_path = card.path.parent / "experiments" / f"{card.path.stem}-log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {"model": card.name}
+    log["leave_one_out"] = payload
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = log_path.with_name(log_path.name + ".tmp")
+    staging.write_text(json.dumps(log, indent=2) + "\n")
+    staging.replace(log_path)
+    return log_path
 
 
 if __name__ == "__main__":

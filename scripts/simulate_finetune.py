@@ -10,7 +10,7 @@ halves). The new source must be one the base's CNN never trained on. Steps:
    calibration half without that source.
 2. User folders: ``--n-fake`` faces of the new source and ``--n-real`` real photos, all from the calibration
    half (so none of them is in the test half).
-3. ``gan_face.finetune`` with its defaults, timed.
+3. ``gan_face.training.finetune`` with its defaults, timed.
 4. Base and fine-tuned model scored on the rest of the new source and on the other sources: the test half of
    the held-out sources and the identity-disjoint validation split of the training sources, in the clean and
    avatar conditions. Prints AUC per source before and after.

@@ -2,11 +2,14 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from gan_face.card import ModelCard, default_card_path, shipped_card_path
 from gan_face.errors import WeightsError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_card_round_trips_byte_for_byte(tmp_path):
@@ -78,6 +81,42 @@ def test_shipped_cards_measured_sections_pass_the_audit(name):
     assert audit_card(card) == []
     evaluation = card.sections["evaluation"]
     assert evaluation["threshold"] == card.threshold
+    # the leave-one-out folds live in the experiment log beside the card (source tree only): audited the same way
+    log_path = REPOSITORY / "models" / "experiments" / f"{name}-log.json"
+    assert log_path.name in card.sections["experiment_log"]
+    log = json.loads(log_path.read_text())
+    assert log["model"] == name and audit_card(card.with_sections(leave_one_out=log.get("leave_one_out"))) == []
+
+
+def test_shipped_cards_hold_what_scoring_and_evaluation_need_and_not_the_experiment_log():
+    # the experiment log (per-epoch history, experiments tried, ablation, leave-one-out) stays out of the
+    # installed cards: a card is read at every start-up and travels with every fine-tuned model
+    for name in ("gan-face-v1", "gan-face-v2"):
+        card = ModelCard.load(shipped_card_path(name))
+        assert {"training", "fusion_fit", "evaluation"} <= set(card.sections)
+        assert not {"ablation", "leave_one_out"} & set(card.sections)
+        assert not {"history", "experiments"} & set(card.sections["training"])
+        assert card.path.stat().st_size < 64_000, (name, card.path.stat().st_size)
+
+
+def test_leave_one_out_stores_its_matrix_in_the_experiment_log_beside_the_card(tmp_path):
+    import importlib.util
+
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("leave_one_out", REPOSITORY / "scripts" / "leave_one_out.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = ModelCard.load("gan-face-v1")
+    card = shipped.with_weights(shutil.copy(shipped.weights_path, tmp_path / "m.safetensors"))
+    card = card.save(tmp_path / "m.json")
+    before = (tmp_path / "m.json").read_text()
+    log_path = script.store_in_experiment_log(card.path, {"folds": []})
+    assert log_path == tmp_path / "experiments" / "m-log.json"
+    assert json.loads(log_path.read_text()) == {"model": "gan-face-v1", "leave_one_out": {"folds": []}}
+    log_path.write_text(json.dumps({"model": "gan-face-v1", "ablation": {"kept": 1}}))
+    script.store_in_experiment_log(card.path, {"folds": [1]})
+    assert json.loads(log_path.read_text())["ablation"] == {"kept": 1}  # other sections kept
+    assert (tmp_path / "m.json").read_text() == before  # the card itself is untouched
 
 
 @pytest.mark.parametrize(

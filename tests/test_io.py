@@ -14,8 +14,8 @@ from gan_face.errors import (
     NotAnImageError,
     UnsupportedInputError,
 )
+from gan_face.files import is_image_candidate
 from gan_face.io import load_image
-from gan_face.outputs.files import is_image_candidate
 
 
 def test_every_input_type_gives_the_same_pixels(tmp_path, astronaut):

@@ -255,7 +255,7 @@ def test_a_card_names_the_checks_not_computed_once(avatars, tmp_path):
 
 def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):
     ray = pytest.importorskip("ray")
-    from gan_face.ray_data import score_folder
+    from gan_face.outputs.ray_data import score_folder
 
     out = tmp_path / "cli.jsonl"
     assert CliRunner().invoke(main, ["scan", str(avatars), "-o", str(out), "-q"]).exit_code == 1

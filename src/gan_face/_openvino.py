@@ -6,7 +6,7 @@ needs neither torch (whose import was about 2 seconds of every scan's start-up) 
 weights, and any card (shipped, fine-tuned, older) loads the same way. ``tests/test_openvino.py`` checks every
 graph against its PyTorch definition.
 
-Measured on these 2-core VMs at one thread (``scripts/bench_networks.py``): OpenVINO in float32 runs the face
+Measured on these 2-core VMs at one thread (``experiments/bench_networks.py``): OpenVINO in float32 runs the face
 CNN 1.6x, the frame CNN 1.6x and MTCNN's networks 1.5-1.7x faster than eager PyTorch at the batch sizes used
 here, with outputs within 3e-6 of torch's. Its default on CPUs with bfloat16 units is bfloat16, 2.4-3.4x faster
 but off by up to 0.1 in a logit, so float32 is asked for explicitly. ONNX Runtime was slower than eager PyTorch

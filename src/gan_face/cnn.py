@@ -70,7 +70,7 @@ def explain_cnn(probability: float, view: str = "face") -> str:
 
 
 #: Crops per network call (calls are padded to it, so an image's logit does not depend on the batch): the
-#: fastest of 1, 8 and 32 for OpenVINO on these CPUs (``scripts/bench_networks.py``).
+#: fastest of 1, 8 and 32 for OpenVINO on these CPUs (``experiments/bench_networks.py``).
 CNN_CHUNK = 8
 
 

@@ -3,7 +3,7 @@
 StyleGAN 1 and 2 were trained on FFHQ, whose photos were all aligned the same way, so an uncropped StyleGAN face
 has its eyes and mouth at the same fractions of the frame whatever the head pose; photos framed by a person vary
 by several per cent. We measured that template with our own MTCNN landmarks on the 3,074 GAN faces of
-``shared/data`` (``scripts/measure_eye_template.py``: robust mean and covariance over 90% of them, detection at
+``shared/data`` (``experiments/measure_eye_template.py``: robust mean and covariance over 90% of them, detection at
 192 px;
 left/right as the viewer sees them). FFHQ's recipe says about (0.38, 0.48), (0.62, 0.48), 0.25 and (0.50, 0.73):
 
@@ -42,7 +42,7 @@ from ..result import CheckResult
 
 GEOMETRY_NAMES = ("left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "mouth_x", "mouth_y")
 
-# Measured by scripts/measure_eye_template.py on shared/data (MTCNN, detect_size 192): see the module docstring.
+# Measured by experiments/measure_eye_template.py on shared/data (MTCNN, detect_size 192): see the docstring.
 TEMPLATE_MEAN = np.array([0.37575, 0.47207, 0.62932, 0.47209, 0.50241, 0.72964])
 TEMPLATE_COVARIANCE = np.array(
     [

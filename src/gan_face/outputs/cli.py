@@ -118,7 +118,7 @@ def scan(
     from PIL import Image
 
     from .._runtime import THREADS_ENV, configure_threads, tune_allocator
-    from .files import discover
+    from ..files import discover
     from .network import NetworkView
     from .scan import check_output, format_for, run_scan
 

@@ -4,7 +4,7 @@ Needs ``pip install "gan-face[ray]"``. Each actor builds its Detector once (the 
 worker, not per batch) and scores the batches it is handed; rows carry the same columns as ``gan-face scan``.
 
     import ray
-    from gan_face.ray_data import score_folder   # or gan_face.outputs.ray_data
+    from gan_face.outputs.ray_data import score_folder
 
     ray.init()                                   # or ray.init(address="auto") on a cluster
     ds = score_folder("s3-mounted/avatars", recursive=True, concurrency=16)
@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..detector import DEFAULT_BATCH_SIZE
-from .files import collect_files
+from ..files import collect_files
 from .report import columns_for, error_row, verdict_row
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
 
 from ..checks import not_computed
+from ..files import safe_text
 from ..result import LEARNT_EVIDENCE, Verdict, evidence_label
-from .files import safe_text
 
 BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..detector import DEFAULT_BATCH_SIZE, Detector
 from ..errors import GanFaceError, ImageNotFoundError, OutputExistsError
+from ..files import InputFile
 from ..io import load_image
-from .files import InputFile
 from .network import NetworkView
 from .report import (
     CsvRowWriter,

@@ -57,9 +57,9 @@ from ..errors import (
     NotAnImageError,
     UnsupportedInputError,
 )
+from ..files import safe_text
 from ..io import DEFAULT_MAX_PIXELS, load_image
 from ..result import Verdict
-from .files import safe_text
 from .report import columns_for, csv_header, csv_line, error_row, jsonl_line, verdict_row
 from .report_html import environment, jpeg_b64, make_thumbnail, render_card
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..outputs.files import discover
+from ..files import discover
 
 LABELS = {"real": 0, "fake": 1}
 

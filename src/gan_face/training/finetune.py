@@ -36,7 +36,7 @@ import torch
 from ..align import FaceAligner
 from ..card import ModelCard, save_weights
 from ..errors import TrainingDataError
-from ..outputs.files import collect_files
+from ..files import collect_files
 from .augment import Augmentation
 from .datasets import Sample, index_tree
 from .facecache import detect_cached

@@ -1,6 +1,6 @@
 """What each piece of evidence adds: refit the fusion on feature subsets and compare them on the test half.
 
-    python scripts/ablate_checks.py CALIBRATION_ROWS TEST_ROWS [--max-fpr 0.005] [--max-source-fpr 0.01]
+    python experiments/ablate_checks.py CALIBRATION_ROWS TEST_ROWS [--max-fpr 0.005] [--max-source-fpr 0.01]
         [--json ablation.json]
 
 Reads the rows saved by ``scripts/fit_fusion.py --save-rows`` (calibration half) and

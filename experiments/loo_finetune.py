@@ -1,7 +1,7 @@
 """A new diffusion generator appears: fine-tune the leave-one-out fold that never saw it on 200 of its faces.
 
     python scripts/leave_one_out.py ../shared/data --work /tmp/gan-face-loo ...       # the folds, first
-    python scripts/loo_finetune.py ../shared/data --work /tmp/gan-face-loo --family sd3 \\
+    python experiments/loo_finetune.py ../shared/data --work /tmp/gan-face-loo --family sd3 \\
         --base models/gan-face-v2.json [--n-fake 200] [--n-real 300] [--distill-weight 1.0] \\
         [--freeze-blocks 4] [--json result.json]
 
@@ -12,8 +12,8 @@ photos; this measures it on a fold's model, the only model that never saw the fa
    the CNN's term of the fusion and its calibration; the CNN is what is measured here).
 2. User folders: ``--n-fake`` faces of the family (seeded draw) and ``--n-real`` real photos of the training
    sources (never of the evaluation reals).
-3. ``gan_face.finetune`` with its defaults, or the distillation weight and frozen blocks given (the two knobs
-   that trade the new family's gain against the others' loss).
+3. ``gan_face.training.finetune`` with its defaults, or the distillation weight and frozen blocks given (the two
+   knobs that trade the new family's gain against the others' loss).
 4. Before and after, the CNN's logit alone on the fold's evaluation pool, as ``leave_one_out.py`` scores it: the
    rest of the family and every other family against the real sources no fold trains on, in every condition.
 """

@@ -2,7 +2,7 @@
 
 Prints the robust mean and covariance of the normalised landmark geometry (eye centres and mouth centre as
 fractions of the frame) over every fake image, per source and pooled, ready to paste into
-``src/gan_face/checks/eyes.py``. Usage: ``python scripts/measure_eye_template.py ../shared/data``
+``src/gan_face/checks/eyes.py``. Usage: ``python experiments/measure_eye_template.py ../shared/data``
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Each network of a scan under each inference runtime, on this CPU at one thread: eager PyTorch, ONNX Runtime
 and OpenVINO, with the same weights, at several batch sizes.
 
-    python scripts/bench_networks.py [--weights gan-face-v2] [--batches 1,8,32] [--seconds 2] [--json out.json]
+    python experiments/bench_networks.py [--weights gan-face-v2] [--batches 1,8,32] [--seconds 2] [--json out.json]
 
 The networks are the model's face CNN and frame CNN and MTCNN's P-Net (on one pyramid level of the detector's
 canvas), R-Net and O-Net, as PyTorch modules (training's definition, facenet-pytorch's). ONNX files are exported
