@@ -22,6 +22,7 @@ from .io import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .result import CheckResult, Status, Verdict
 
 if TYPE_CHECKING:
+    from .clip import ClipScorer
     from .cnn import CnnScorer
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,17 @@ class Detector:
         self.weighted_checks = tuple(name for name in self.check_names if name in weighted)
         self.explaining_checks = tuple(name for name in self.check_names if name not in weighted)
         #: the learnt evidence by name: the CNN on the face (``"cnn"``) and, if the model has one, on the frame
-        self.networks: dict[str, "CnnScorer"] = {}
+        self.networks: dict[str, Union["CnnScorer", "ClipScorer"]] = {}
         if names := tuple(self.card.networks()):
             from .cnn import load_cnn
 
             self.networks = {
                 name: load_cnn(self.card, device, network=name, streams=int(workers)) for name in names
             }
+        if self.card.clip is not None:  # the frozen CLIP encoder and its linear head: evidence "clip"
+            from .clip import load_clip
+
+            self.networks["clip"] = load_clip(self.card, device, streams=int(workers))
 
     @property
     def report_check_names(self) -> tuple[str, ...]:

@@ -14,7 +14,11 @@ from .align import Face
 Region = tuple[str, tuple[float, float, float, float]]
 
 #: The learnt evidence (the CNNs) by name; every other piece of evidence is a handcrafted check.
-LEARNT_EVIDENCE = {"cnn": "neural network on the face", "frame": "neural network on the whole frame"}
+LEARNT_EVIDENCE = {
+    "cnn": "neural network on the face",
+    "frame": "neural network on the whole frame",
+    "clip": "CLIP view of the whole picture",
+}
 
 
 def evidence_label(name: str) -> str:
