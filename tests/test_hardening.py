@@ -283,11 +283,35 @@ def test_readme_first_command_reruns_and_its_report_is_ignored_by_git(tmp_path):
     assert scan[:2] == ["gan-face", "scan"]
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "a.png").write_bytes(encode(Image.new("RGB", (64, 64)), "PNG"))
+    # the venv's gan-face, whether or not the venv is activated
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     for _ in range(2):
-        done = subprocess.run(scan, cwd=tmp_path, capture_output=True, text=True, check=False)
+        done = subprocess.run(scan, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
     ignored = subprocess.run(["git", "check-ignore", "-q", "scan.csv"], cwd=REPO, check=False)
     assert ignored.returncode == 0
+
+
+def test_quick_start_scan_flags_the_generated_examples_and_not_the_real_photo(tmp_path):
+    """examples/ holds a real photo and three generated faces (examples/README.md): the first scan a newcomer runs
+    shows a miss and flags side by side. Each file is named in examples/README.md with its sha256."""
+    import hashlib
+
+    out = tmp_path / "scan.csv"
+    result = CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    flags = {row["path"]: row["synthetic"] for row in _rows(out)}
+    assert flags == {
+        "astronaut.jpg": "false",
+        "sd3_female_512_67.jpg": "true",
+        "sd3_female_512_96.jpg": "true",
+        "sd3_male_512_75.jpg": "true",
+    }
+    listing = (REPO / "examples" / "README.md").read_text()
+    for name in flags:
+        assert f"`{name}`" in listing
+        if name.startswith("sd3_"):
+            assert hashlib.sha256((REPO / "examples" / name).read_bytes()).hexdigest() in listing, name
 
 
 # 9. fine-tuning without the training extras says so at once ------------------------------------------------------
