@@ -18,6 +18,46 @@ def test_import_is_light():
     assert set(gan_face.__all__) >= {"is_synthetic", "Detector", "Verdict", "__version__"}
 
 
+def test_error_classes_are_importable_from_the_package():
+    from gan_face import (
+        CorruptImageError,
+        GanFaceError,
+        ImageNotFoundError,
+        ImageTooLargeError,
+        NotAnImageError,
+        UnsupportedInputError,
+        errors,
+    )
+
+    typed = (CorruptImageError, ImageNotFoundError, ImageTooLargeError, NotAnImageError, UnsupportedInputError)
+    for error in typed:
+        assert issubclass(error, GanFaceError) and error is getattr(errors, error.__name__)
+    public = {name for name in vars(errors) if name.endswith("Error") and isinstance(getattr(errors, name), type)}
+    assert public <= set(gan_face.__all__), public - set(gan_face.__all__)
+    assert all(getattr(gan_face, name) for name in gan_face.__all__)  # every listed name resolves
+
+
+def test_verdict_reason_is_the_scan_reason(tmp_path):
+    """``Verdict.reason`` is the sentence of scan's ``reason`` column, for a flag and for a miss (examples/)."""
+    import csv
+
+    from click.testing import CliRunner
+    from conftest import REPO
+
+    from gan_face.outputs.cli import main
+
+    out = tmp_path / "scan.csv"
+    assert CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"]).exit_code == 0
+    with open(out, newline="") as handle:
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    assert {"astronaut.jpg", "sd3_male_512_75.jpg"} <= set(rows)
+    for name, row in rows.items():
+        verdict = is_synthetic(REPO / "examples" / name)
+        assert verdict.reason and verdict.reason.endswith(".")
+        assert verdict.reason == row["reason"], name
+        assert verdict.synthetic == (row["synthetic"] == "true")
+
+
 def test_same_likelihood_for_path_bytes_pil_and_array(astronaut_png):
     data = astronaut_png.read_bytes()
     pil = Image.open(io.BytesIO(data))

@@ -283,33 +283,95 @@ def test_readme_first_command_reruns_and_its_report_is_ignored_by_git(tmp_path):
     assert scan[:2] == ["gan-face", "scan"]
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "a.png").write_bytes(encode(Image.new("RGB", (64, 64)), "PNG"))
+    # the venv's gan-face, whether or not the venv is activated
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     for _ in range(2):
-        done = subprocess.run(scan, cwd=tmp_path, capture_output=True, text=True, check=False)
+        done = subprocess.run(scan, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
     ignored = subprocess.run(["git", "check-ignore", "-q", "scan.csv"], cwd=REPO, check=False)
     assert ignored.returncode == 0
 
 
+def test_quick_start_scan_flags_the_generated_examples_and_not_the_real_photo(tmp_path):
+    """examples/ holds a real photo and three generated faces (examples/README.md): the first scan a newcomer runs
+    shows a miss and flags side by side. Each file is named in examples/README.md with its sha256."""
+    import hashlib
+
+    out = tmp_path / "scan.csv"
+    result = CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    flags = {row["path"]: row["synthetic"] for row in _rows(out)}
+    assert flags == {
+        "astronaut.jpg": "false",
+        "sd3_female_512_67.jpg": "true",
+        "sd3_female_512_96.jpg": "true",
+        "sd3_male_512_75.jpg": "true",
+    }
+    listing = (REPO / "examples" / "README.md").read_text()
+    for name in flags:
+        assert f"`{name}`" in listing
+        if name.startswith("sd3_"):
+            assert hashlib.sha256((REPO / "examples" / name).read_bytes()).hexdigest() in listing, name
+
+
 # 9. fine-tuning without the training extras says so at once ------------------------------------------------------
 
 
-def test_finetune_without_training_extras_names_the_extra_up_front(tmp_path):
-    code = (
-        "import sys\n"
+def _without(modules: tuple[str, ...]) -> str:
+    """Python source that makes ``modules`` look not installed, as in a venv that holds only the core."""
+    return (
+        "import sys, importlib.util\n"
+        f"BLOCKED = {set(modules)!r}\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'sklearn':\n"
-        "            raise ImportError('blocked: ' + name)\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import importlib.util\n"
-        "importlib.util.find_spec = lambda name, *a: None if name == 'sklearn' else 1\n"
+        "_find_spec = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name in BLOCKED else _find_spec(name, *a)\n"
+    )
+
+
+@pytest.mark.parametrize("missing", [("sklearn",), ("torch", "torchvision")])
+def test_finetune_without_training_extras_names_the_extra_up_front(tmp_path, missing):
+    code = _without(missing) + (
         "from gan_face.outputs.cli import main\n"
         f"main(['finetune', '--real', {str(tmp_path)!r}, '--fake', {str(tmp_path)!r}, '-o', "
         f"{str(tmp_path / 'x.safetensors')!r}])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 1 and "pip install 'gan-face[train]'" in done.stderr
+    assert done.returncode == 1 and 'pip install "gan-face[train]"' in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    named = {"sklearn": "scikit-learn", "torch": "torch"}[missing[0]]
+    assert f"({named} not installed)" in done.stderr, done.stderr
+
+
+def test_scoring_needs_no_torch(tmp_path):
+    """A core install (``pip install .``) has no torch: the quick-start scan, its HTML report and network view,
+    and the Python API all run without it, and a torch weights file is refused with the extra to install."""
+    examples = REPO / "examples"
+    code = _without(("torch", "torchvision", "facenet_pytorch", "sklearn")) + (
+        "from gan_face import is_synthetic, WeightsError\n"
+        "from gan_face.card import load_state_dict\n"
+        "from gan_face.outputs.cli import main\n"
+        f"verdict = is_synthetic({str(examples / 'astronaut.jpg')!r})\n"
+        "assert verdict.likelihood is not None and verdict.reason, verdict\n"
+        f"open({str(tmp_path / 'w.pt')!r}, 'wb').close()\n"
+        "try:\n"
+        f"    load_state_dict({str(tmp_path / 'w.pt')!r})\n"
+        "except WeightsError as error:\n"
+        "    assert 'gan-face[train]' in str(error), error\n"
+        "else:\n"
+        "    raise AssertionError('a .pt file loaded without torch')\n"
+        "try:\n"
+        f"    main(['scan', {str(examples)!r}, '-o', {str(tmp_path / 'r.html')!r}, '-q', '--summary'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.html").stat().st_size > 0
 
 
 # 10. a CPU-only machine is told how to avoid the CUDA build ---

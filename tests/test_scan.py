@@ -19,6 +19,7 @@ from gan_face.align import Face, Landmarks
 from gan_face.checks.eyes import TEMPLATE_MEAN
 from gan_face.outputs.cli import main
 from gan_face.outputs.network import NetworkView
+from gan_face.outputs.report import verdict_row
 from gan_face.result import CheckResult, Verdict
 
 GAN_FACE = os.path.join(os.path.dirname(sys.executable), "gan-face")
@@ -94,15 +95,14 @@ def test_html_report_is_self_contained_and_flagged_first(avatars, tmp_path):
     ],
 )
 def test_reason_says_whether_the_cnn_or_a_check_carried_the_decision(likelihood, contributions, decider):
-    from gan_face.outputs.report import main_reason
-
     checks = {
         "cnn": CheckResult("cnn", 0.9, "The neural network says so."),
         "eyes": CheckResult("eyes", 0.8, "The eyes say so."),
     }
     verdict = Verdict(likelihood, 0.5, "ok" if likelihood is not None else "no_face", None, checks, contributions)
     assert verdict.decided_by == decider and verdict.to_dict()["decided_by"] == decider
-    reason = main_reason(verdict)
+    reason = verdict.reason
+    assert verdict_row("x.jpg", verdict, ["cnn", "eyes"])["reason"] == reason == verdict.to_dict()["reason"]
     if decider == "cnn":
         assert reason.startswith("The neural network says so.") and "neural network on the face (learnt)" in reason
     elif decider == "eyes":

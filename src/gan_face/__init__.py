@@ -1,8 +1,10 @@
 """gan-face: tell whether a face profile photo was made by a GAN, and show why.
 
 >>> from gan_face import is_synthetic
->>> verdict = is_synthetic("avatar.jpg")          # also bytes, a PIL image or a numpy array
->>> verdict.likelihood, verdict.synthetic, verdict.checks["eyes"].explanation
+>>> verdict = is_synthetic("examples/astronaut.jpg")  # also bytes, a PIL image or a numpy array
+>>> verdict.likelihood, verdict.synthetic, verdict.reason
+
+Every error gan-face raises on purpose is a :class:`GanFaceError`; the typed ones are importable from here.
 
 Importing this package loads no model and no torch: the heavy parts load when a Detector is first built.
 """
@@ -11,10 +13,40 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import GanFaceError
+from .errors import (
+    AnalysisError,
+    CorruptImageError,
+    GanFaceError,
+    ImageLoadError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    NotAnImageError,
+    OutputExistsError,
+    TrainingDataError,
+    UnsupportedInputError,
+    WeightsError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "GanFaceError", "Verdict", "is_synthetic", "load_image", "__version__"]
+__all__ = [
+    "Detector",
+    "Verdict",
+    "is_synthetic",
+    "load_image",
+    "__version__",
+    # errors (gan_face.errors): the base class, then what a bad input raises, then the rest
+    "GanFaceError",
+    "ImageLoadError",
+    "NotAnImageError",
+    "CorruptImageError",
+    "ImageTooLargeError",
+    "ImageNotFoundError",
+    "UnsupportedInputError",
+    "AnalysisError",
+    "WeightsError",
+    "OutputExistsError",
+    "TrainingDataError",
+]
 
 if TYPE_CHECKING:
     from .detector import Detector, is_synthetic

@@ -383,7 +383,13 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
     if path.suffix in (".pt", ".pth", ".bin"):
-        import torch
+        try:
+            import torch
+        except ImportError:  # torch is the [train] extra, not a dependency of scoring
+            raise WeightsError(
+                f'{path}: reading a torch file needs torch (pip install "gan-face[train]"); '
+                "or convert it to .safetensors"
+            ) from None
 
         try:
             with warnings.catch_warnings():  # torch's advice to file an issue is noise before a refusal

@@ -107,6 +107,23 @@ class Verdict:
         sign = 1.0 if self.synthetic else -1.0
         return max(weighed, key=lambda k: sign * weighed[k])
 
+    @property
+    def reason(self) -> str:
+        """The verdict in one sentence: the explanation of the evidence that pushed hardest towards the decision,
+        and whether that was a learnt model (a CNN) or a handcrafted check, since a flag carried by a CNN alone is
+        harder to defend. The ``reason`` of every report row (scan, serve, the HTML page) is this sentence."""
+        if self.likelihood is None:
+            found = "No face found: " if self.status == "no_face" else ""
+            return f"{found}nothing the model weighs could be measured, so no likelihood is given (not flagged)."
+        name = self.decided_by
+        if name is None:
+            first = next(iter(self.checks.values()), None)
+            return first.explanation if first else ""
+        decider = f"the {evidence_label(name)}"
+        if name in LEARNT_EVIDENCE:
+            decider += ", not a handcrafted check"
+        return f"{self.checks[name].explanation} Decided mainly by {decider}."
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict with every field (used by the JSONL and HTML reports)."""
         return {
@@ -119,4 +136,5 @@ class Verdict:
             "checks": {name: result.to_dict() for name, result in self.checks.items()},
             "contributions": {name: round(value, 4) for name, value in self.contributions.items()},
             "decided_by": self.decided_by,
+            "reason": self.reason,
         }

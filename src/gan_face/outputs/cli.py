@@ -402,8 +402,11 @@ def finetune(
     try:
         from ..training.finetune import FinetuneSettings, frame_weights_path
         from ..training.finetune import finetune as run_finetune
-    except ImportError as exc:
-        raise click.ClickException(f"fine-tuning needs the training extras: {exc}") from None
+    except ImportError as exc:  # the training wing names the missing extra itself; anything else gets the hint
+        message = str(exc)
+        if "gan-face[train]" not in message:
+            message = f'gan-face finetune needs the training extra ({exc}): pip install "gan-face[train]"'
+        raise click.ClickException(message) from None
     target = Path(output).with_suffix(".safetensors")
     for path in (target, target.with_suffix(".json"), frame_weights_path(target)):
         if path.exists() and not overwrite:

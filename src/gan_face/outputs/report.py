@@ -1,8 +1,9 @@
 """Report rows and their writers: CSV and JSONL.
 
 A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
-(the explanation of the evidence that weighed most), ``check_<name>`` for every check's score and
-``not_computed`` (the checks skipped for this image, space-separated; see ``Detector(checks="auto")``). JSONL rows
+(the verdict's own :attr:`~gan_face.result.Verdict.reason`: the evidence that weighed most), ``check_<name>`` for
+every check's score and ``not_computed`` (the checks skipped for this image, space-separated; see
+``Detector(checks="auto")``). JSONL rows
 also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null when
 ``error`` is set, and when nothing the model weighs could be measured (``status`` says why: ``no_face``).
 """
@@ -18,29 +19,13 @@ from typing import IO, Any, Iterable, Mapping, Sequence
 
 from ..checks import not_computed
 from ..files import safe_text
-from ..result import LEARNT_EVIDENCE, Verdict, evidence_label
+from ..result import Verdict
 
 BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
 
 
 def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
     return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names) + ("not_computed",)
-
-
-def main_reason(verdict: Verdict) -> str:
-    """The explanation of the evidence that pushed hardest in the direction of the decision, and whether that was
-    a learnt model (a CNN) or a handcrafted check: a flag carried by a CNN alone is harder to defend."""
-    if verdict.likelihood is None:
-        found = "No face found: " if verdict.status == "no_face" else ""
-        return f"{found}nothing the model weighs could be measured, so no likelihood is given (not flagged)."
-    name = verdict.decided_by
-    if name is None:
-        first = next(iter(verdict.checks.values()), None)
-        return first.explanation if first else ""
-    decider = f"the {evidence_label(name)}"
-    if name in LEARNT_EVIDENCE:
-        decider += ", not a handcrafted check"
-    return f"{verdict.checks[name].explanation} Decided mainly by {decider}."
 
 
 def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict[str, Any]:
@@ -51,7 +36,7 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
         "threshold": round(verdict.threshold, 6),
         "status": verdict.status,
         "error": None,
-        "reason": main_reason(verdict),
+        "reason": verdict.reason,
     }
     for name in check_names:
         result = verdict.checks.get(name)

@@ -8,11 +8,12 @@ than minutes into a run.
 
 import importlib.util
 
-# scipy, also used here, comes with scikit-image, a core dependency
-_EXTRAS = {"sklearn": "scikit-learn"}
+# scipy, also used here, comes with scikit-image, a core dependency. Torch is not one: scoring runs on OpenVINO,
+# and pip's default Linux torch would bring ~5.5 GB of CUDA libraries to every install.
+_EXTRAS = {"torch": "torch", "sklearn": "scikit-learn"}
 _missing = [package for module, package in _EXTRAS.items() if importlib.util.find_spec(module) is None]
 if _missing:
     raise ImportError(
-        f"gan_face.training needs the training extras ({', '.join(_missing)} missing): "
-        "pip install 'gan-face[train]'"
+        f"training and fine-tuning need the training extra ({', '.join(_missing)} not installed): "
+        'pip install "gan-face[train]"'
     )
