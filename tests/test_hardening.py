@@ -74,7 +74,7 @@ def test_finetuned_card_carries_its_own_evaluation_and_readable_weights(small_fi
     assert card.frame.sha256 == ModelCard.load().frame.sha256 and card.frame.weights_path.exists()
 
 
-def test_finetune_cache_is_a_real_temporary_folder(tmp_path, monkeypatch, astronaut):
+def test_a_refused_finetune_leaves_nothing_behind(tmp_path, monkeypatch, astronaut):
     import tempfile
 
     from gan_face.errors import TrainingDataError
@@ -86,7 +86,8 @@ def test_finetune_cache_is_a_real_temporary_folder(tmp_path, monkeypatch, astron
         extra.unlink()  # 3 fakes: too few, and the error says how many were found
     with pytest.raises(TrainingDataError, match=r"need at least 10 usable fake images, found 3 \(of 3"):
         finetune(root / "real", root / "fake", tmp_path / "x.safetensors")
-    assert not list(tmp_path.glob("gan-face-finetune-*"))  # removed, and never a fixed shared path
+    assert not list(tmp_path.glob("gan-face-finetune-*"))  # never a fixed shared path
+    assert not (tmp_path / "x.partial").exists()  # the run's cache goes with its refusal
 
 
 def test_refitted_threshold_is_never_silently_lowered(tmp_path, astronaut):

@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from ..detector import DEFAULT_BATCH_SIZE
-from ..errors import GanFaceError, OutputExistsError, WeightsError
+from ..errors import GanFaceError, OutputExistsError, TrainingDataError, WeightsError
 from ..io import DEFAULT_MAX_PIXELS
 
 #: options scan and serve share: which model, its operating point, where it runs, which checks
@@ -384,14 +384,36 @@ def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
     default=None,
     help="OpenVINO device for the before/after scoring (default cpu); training runs on the CPU.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its last finished epoch (kept in OUTPUT's .partial folder); the "
+    "other options must be the same as that run's.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace existing output files (and, without --resume, an unfinished run)."
+)
 def finetune(
-    real_dir, fake_dir, output, base, samples_per_epoch, epochs, val_fraction, base_val, cache, device, overwrite
+    real_dir,
+    fake_dir,
+    output,
+    base,
+    samples_per_epoch,
+    epochs,
+    val_fraction,
+    base_val,
+    cache,
+    device,
+    resume,
+    overwrite,
 ) -> None:
     """Adapt the model to a new generator from a few hundred of its faces, keeping what it knew.
 
-    Prints the before/after table (AUC and TPR at 1% FPR on held-out images of the new generator, and on the
-    base validation data when given). Use the result with: gan-face scan --weights OUTPUT ...
+    First checks the folders and says what they hold (image files, faces found, files skipped, whether there
+    are enough real photos to recalibrate the threshold), then trains with a checkpoint after every epoch:
+    Ctrl-C keeps the last finished epoch, and the same command with --resume continues from it. Prints the
+    before/after table (AUC and TPR at 1% FPR on held-out images of the new generator, and on the base
+    validation data when given). Use the result with: gan-face scan --weights OUTPUT ...
     """
     import os
     from pathlib import Path
@@ -400,7 +422,7 @@ def finetune(
 
     tune_allocator()
     try:
-        from ..training.finetune import FinetuneSettings, frame_weights_path
+        from ..training.finetune import FinetuneSettings, frame_weights_path, remove_partial, saved_progress
         from ..training.finetune import finetune as run_finetune
     except ImportError as exc:  # the training wing names the missing extra itself; anything else gets the hint
         message = str(exc)
@@ -416,6 +438,8 @@ def finetune(
     given = {"epochs": epochs, "samples_per_epoch": samples_per_epoch, "val_fraction": val_fraction}
     settings = FinetuneSettings(progress=True, **{k: v for k, v in given.items() if v is not None})
     try:
+        if overwrite and not resume:
+            remove_partial(target)
         report = run_finetune(
             real_dir,
             fake_dir,
@@ -425,18 +449,48 @@ def finetune(
             base_validation=base_val,
             cache_dir=cache,
             device=device,
+            resume=resume,
+            on_checked=lambda check: click.echo(f"checked the folders:\n{check.summary()}", err=True),
         )
+    except KeyboardInterrupt:
+        _say_what_was_kept(saved_progress(target), click.get_current_context())
+        sys.exit(130)  # the shell's code for "stopped by Ctrl-C"
     except WeightsError as exc:
         raise ModelLoadError(str(exc)) from None
+    except TrainingDataError as exc:  # the folders or the options given cannot make this run
+        raise click.UsageError(str(exc)) from None
     except GanFaceError as exc:
         raise click.ClickException(str(exc)) from None
-    for path, reason in report.skipped:
-        click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(report.table())
     click.echo(
         f"wrote {target} and {target.with_suffix('.json')} in {report.minutes:.1f} min; "
         f"use it with: gan-face scan --weights {target} ..."
     )
+
+
+def _say_what_was_kept(progress: Optional[dict], ctx: click.Context) -> None:
+    """After Ctrl-C: what the interrupted fine-tuning kept, and the command that continues it."""
+    import shlex
+
+    if progress is None:
+        click.echo("\ninterrupted before anything was kept; nothing to resume", err=True)
+        return
+    options = {k: v for k, v in ctx.params.items() if k not in ("resume", "overwrite")}
+    command = ["gan-face", "finetune"]
+    for name, value in options.items():
+        if value is not None and not (name == "base" and value == "default"):
+            flag = {"real_dir": "--real", "fake_dir": "--fake", "base_val": "--base-val"}.get(name)
+            command += [flag or "--" + name.replace("_", "-"), str(value)]
+    command.append("--resume")
+    done, epochs, partial = progress["epochs_done"], progress["epochs"], progress["partial"]
+    if done:
+        kept = f"{done} of {epochs} epochs had finished; the last one's checkpoint is kept in {partial}/"
+    else:
+        kept = (
+            "no epoch had finished, so no training is kept; the faces found and crops cut so far are kept in "
+            f"{ctx.params['cache'] or str(partial) + '/'}, so a resumed run gets to training sooner"
+        )
+    click.echo(f"\ninterrupted: {kept}. Continue with:\n  {shlex.join(command)}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,33 +15,43 @@ the report says so, and a refitted threshold below the base model's is not used 
 calibration set must never quietly make the model flag more real people. The before/after metrics and the
 expected false-positive rate (with its 95% interval) are measured on the other held-out half, which neither
 step has seen. Needs ``gan-face[train]``.
+
+A run goes in steps, each its own function: :func:`check_data` (the folders counted, faces searched, the split
+and what it allows, all said before any training), :func:`_train` (the CNN, with a checkpoint after every
+epoch), :func:`_calibrate` (fusion term and threshold), then the before/after measurements and the files. Its
+unfinished state lives beside the output, in ``<output>.partial/`` (:func:`partial_dir`): ``run.json`` (what the
+run was asked to do), the training checkpoint, and the face and crop cache unless ``cache_dir`` is given. An
+interrupted run continues from its last finished epoch with ``resume=True`` and ends exactly as it would have
+in one sitting; the folder is removed once the model is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..align import FaceAligner
 from ..card import ModelCard, save_weights
-from ..errors import TrainingDataError
+from ..errors import ImageLoadError, TrainingDataError
+from ..io import load_image
 from ..files import collect_files
 from .augment import Augmentation
 from .datasets import Sample, index_tree
 from .facecache import detect_cached
 from .fitting import refit_one
-from .loop import TrainSettings, train_cnn
+from .loop import Checkpoint, TrainSettings, train_cnn
 from .metrics import metrics
 from .pools import ConditionVariants, TrainVariants, build_pool
 from .scoring import row_likelihoods, score_samples
@@ -127,15 +137,242 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return low, high
 
 
-def _user_samples(real_dir: str, fake_dir: str) -> list[Sample]:
-    samples = []
+def partial_dir(output: str | os.PathLike[str]) -> Path:
+    """Where a run writing ``output`` keeps its unfinished state: ``adapted.partial/`` beside
+    ``adapted.safetensors``."""
+    return Path(output).with_suffix(".partial")
+
+
+#: The settings a run's result depends on, as the command line names them (a resume must match every one).
+_SETTING_NAMES = {
+    "real": "--real",
+    "fake": "--fake",
+    "real_files": "the files in --real",
+    "fake_files": "the files in --fake",
+    "base": "--base",
+    "base_weights_sha256": "the base model's weights",
+    "base_validation": "--base-val",
+    "epochs": "--epochs",
+    "samples_per_epoch": "--samples-per-epoch",
+    "val_fraction": "--val-fraction",
+}
+
+
+def saved_progress(output: str | os.PathLike[str]) -> Optional[dict]:
+    """What an unfinished run writing ``output`` has kept: ``partial`` (its folder), ``epochs_done`` and
+    ``epochs``; ``None`` when there is no such run."""
+    partial = partial_dir(Path(output).with_suffix(".safetensors"))
+    if not (partial / "run.json").exists():
+        return None
+    settings = json.loads((partial / "run.json").read_text())["settings"]
+    latest = Checkpoint(partial / "checkpoint", {}).latest()
+    return {"partial": partial, "epochs_done": 0 if latest is None else latest["epoch"] + 1,
+            "epochs": settings["epochs"]}  # fmt: skip
+
+
+def remove_partial(output: str | os.PathLike[str]) -> None:
+    """Forget an unfinished run writing ``output``, to start afresh (only a folder this module wrote)."""
+    partial = partial_dir(Path(output).with_suffix(".safetensors"))
+    if not partial.exists():
+        return
+    if not (partial / "run.json").exists() and any(partial.iterdir()):
+        raise TrainingDataError(f"{partial}: not an unfinished fine-tuning run (no run.json); remove it yourself")
+    shutil.rmtree(partial)
+
+
+def _user_samples(real_dir, fake_dir) -> tuple[list[Sample], dict[str, str]]:
+    """The samples of both folders, and the files discovery already knows to be unreadable (path -> why)."""
+    samples, problems = [], {}
     for folder, label in ((real_dir, 0), (fake_dir, 1)):
         kind = "real" if label == 0 else "fake"
         for f in collect_files([folder], recursive=True):
             samples.append(
                 Sample(f.path, label, f"user/{kind}", "real" if label == 0 else "new-generator", f.path)
             )
-    return samples
+            if f.problem is not None:
+                problems[f.path] = f.problem
+            elif not os.access(f.path, os.R_OK):
+                problems[f.path] = "permission denied"
+    return samples, problems
+
+
+def _run_settings(real_dir, fake_dir, base_card: ModelCard, settings: FinetuneSettings, base_validation,
+                  base_validation_max: int, samples: Sequence[Sample]) -> dict:  # fmt: skip
+    """Everything the result depends on (the folders, their files, the base model, the settings): what
+    ``run.json`` keeps and a resume must match."""
+
+    def files(folder, label: int) -> str:
+        listing = []
+        for s in samples:
+            if s.label == label:
+                try:
+                    size = os.stat(s.path).st_size
+                except OSError:
+                    size = -1
+                listing.append(f"{os.path.relpath(s.path, folder)}\t{size}")
+        digest = hashlib.sha256("\n".join(sorted(listing)).encode("utf-8", "surrogateescape")).hexdigest()
+        return f"{len(listing)} files, names and sizes sha256 {digest[:16]}"
+
+    return {
+        "real": os.path.abspath(real_dir),
+        "fake": os.path.abspath(fake_dir),
+        "real_files": files(real_dir, 0),
+        "fake_files": files(fake_dir, 1),
+        "base": base_card.name,
+        "base_weights_sha256": base_card.weights_sha256,
+        "base_validation": None if base_validation is None else os.path.abspath(base_validation),
+        "base_validation_max": base_validation_max,
+        **{k: v for k, v in asdict(settings).items() if k != "progress"},
+    }
+
+
+def _open_partial(partial: Path, run_settings: dict, resume: bool) -> bool:
+    """Start (or, with ``resume``, reopen) the run's folder; ``True`` when this call created it."""
+    record = partial / "run.json"
+    if resume:
+        if not record.exists():
+            raise TrainingDataError(f"{partial}: nothing to resume (no unfinished run writes this output)")
+        saved = json.loads(record.read_text())["settings"]
+        now = json.loads(json.dumps(run_settings))
+        differences = [
+            f"{_SETTING_NAMES.get(k, k)}: {saved.get(k)!r} in the saved run, {now.get(k)!r} now"
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        ]
+        if differences:
+            raise TrainingDataError(
+                f"cannot resume {partial}: this command differs from the run it holds ({'; '.join(differences)}). "
+                "Give the saved run's settings, or start afresh without --resume (--overwrite removes it)"
+            )
+        return False
+    if partial.exists():
+        raise TrainingDataError(
+            f"{partial}: an unfinished run writing this output is there; continue it with --resume "
+            "(resume=True), or start afresh with --overwrite (which removes it)"
+        )
+    partial.mkdir()
+    staging = record.with_suffix(".staging")
+    staging.write_text(json.dumps({"format": "gan-face-finetune-run", "settings": run_settings}, indent=1))
+    os.replace(staging, record)
+    return True
+
+
+@dataclass
+class FolderCount:
+    """One folder as the pre-check found it."""
+
+    folder: str
+    kind: str  # "real photos" or "new generator"
+    files: int = 0
+    faces: int = 0
+    unreadable: list = field(default_factory=list)  # (path, why)
+    no_face: list = field(default_factory=list)  # paths
+
+
+@dataclass
+class DataCheck:
+    """What the folders hold and what that allows, known before any training starts."""
+
+    folders: list
+    train: list
+    calibration: list
+    held_report: list
+    warnings: list = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [
+            *(item for f in self.folders for item in f.unreadable),
+            *((path, "no face found") for f in self.folders for path in f.no_face),
+        ]
+
+    @property
+    def counts(self) -> dict:
+        parts = {"train": self.train, "calibration": self.calibration, "report": self.held_report}
+        counts = {f"{kind}_{part}": sum(s.label == label for s in samples)
+                  for part, samples in parts.items() for kind, label in (("real", 0), ("fake", 1))}  # fmt: skip
+        return {**counts, "skipped": len(self.skipped)}
+
+    def summary(self, named: int = 20) -> str:
+        """The pre-check in a few lines: per folder, image files and faces found, the files skipped (at most
+        ``named`` faceless ones named), the split and the warnings."""
+        lines = []
+        for f in self.folders:
+            line = f"{f.kind:13s} {f.folder}: {f.files} image files, {f.faces} with a face found"
+            problems = [f"{len(f.no_face)} without a face"] * bool(f.no_face)
+            problems += [f"{len(f.unreadable)} unreadable"] * bool(f.unreadable)
+            lines.append(line + (f" ({', '.join(problems)})" if problems else ""))
+        lines += [f"unreadable: {path}: {why}" for f in self.folders for path, why in f.unreadable]
+        faceless = [path for f in self.folders for path in f.no_face]
+        if faceless:
+            more = f" and {len(faceless) - named} more (all listed in the new card)" * (len(faceless) > named)
+            lines.append(f"no face found: {', '.join(faceless[:named])}{more}")
+        c = self.counts
+        lines.append(
+            f"split: training {c['real_train']} real + {c['fake_train']} fake; calibration {c['real_calibration']}"
+            f" + {c['fake_calibration']}; before/after report {c['real_report']} + {c['fake_report']}"
+        )
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def check_data(samples: Sequence[Sample], problems: dict, folders: tuple, aligner: FaceAligner, cache: Path,
+               settings: FinetuneSettings, base_threshold: float) -> DataCheck:  # fmt: skip
+    """Search the faces (cached: training needs them anyway), count what each folder holds, split it, and say
+    what the split allows, before any training. Raises :class:`TrainingDataError` (naming the folder) when a
+    folder has too few usable faces to train on."""
+    readable = [s.path for s in samples if s.path not in problems]
+    faces = detect_cached(readable, aligner, cache, progress=settings.progress)
+    counts = [FolderCount(str(folder), kind) for folder, kind in zip(folders, ("real photos", "new generator"))]
+    usable = []
+    for sample in samples:
+        count = counts[sample.label]
+        count.files += 1
+        if sample.path in problems:
+            count.unreadable.append((sample.path, problems[sample.path]))
+        elif faces[sample.path] is None:
+            count.unreadable.append((sample.path, _why_unreadable(sample.path)))
+        elif not faces[sample.path]:
+            count.no_face.append(sample.path)
+        else:
+            count.faces += 1
+            usable.append(sample)
+    for label, count in enumerate(counts):
+        if count.faces < MIN_IMAGES_PER_CLASS:
+            raise TrainingDataError(
+                f"{count.folder}: need at least {MIN_IMAGES_PER_CLASS} usable {'real' if label == 0 else 'fake'} "
+                f"images, found {count.faces} (of {count.files} image files; {len(count.unreadable)} unreadable, "
+                f"{len(count.no_face)} without a face)"
+            )
+    train, calibration, held_report = _split(usable, settings.val_fraction, settings.seed)
+    check = DataCheck(counts, train, calibration, held_report)
+    warning = _too_few_reals(sum(s.label == 0 for s in calibration), settings, base_threshold)
+    if warning:
+        check.warnings.append(warning)
+    return check
+
+
+def _why_unreadable(path: str) -> str:
+    try:
+        load_image(path)
+    except ImageLoadError as exc:
+        return str(exc)
+    return "could not be read when its faces were searched"
+
+
+def _too_few_reals(n_real: int, settings: FinetuneSettings, base_threshold: float) -> Optional[str]:
+    """The warning when the calibration share cannot place a threshold at 1% false positives (``None``: it
+    can)."""
+    if n_real >= settings.min_calibration_reals:
+        return None
+    share = settings.val_fraction / 2
+    return (
+        f"too few real photos to recalibrate: the calibration share holds {n_real} real photos; setting a "
+        f"threshold at 1% false positives needs at least {settings.min_calibration_reals} (1 in 100 may be "
+        f"flagged), so the base model's calibration and threshold ({base_threshold:.4f}) are kept; distillation "
+        "keeps real photos' CNN outputs near the base model's. To refit them, give at least "
+        f"{math.ceil(settings.min_calibration_reals / share)} real photos ({share:.0%} go to calibration)."
+    )
 
 
 def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list, list, list]:
@@ -174,70 +411,57 @@ def finetune(
     base_validation_max: int = 400,
     cache_dir: str | os.PathLike[str] | None = None,
     device: Optional[str] = None,
+    resume: bool = False,
+    on_checked: Optional[Callable[[DataCheck], None]] = None,
 ) -> FinetuneReport:
     """Fine-tune the base model (``None``: the shipped one) on a folder of real photos and one of the new
     generator's faces; write ``output`` (``.safetensors``) and its card (``.json``) and return the report.
 
-    Unreadable files and files without a face are skipped and listed. ``base_validation``, a tree with
+    Unreadable files and files without a face are skipped and listed. ``on_checked(check)`` is called with the
+    :class:`DataCheck` before any training (the command line prints it). ``base_validation``, a tree with
     ``real/`` and ``fake/``, measures what the base model knew, before and after (at most
-    ``base_validation_max`` images, drawn evenly). ``cache_dir`` keeps face detections and crops for a rerun;
-    without it they go to a temporary folder that is removed at the end.
+    ``base_validation_max`` images, drawn evenly). ``cache_dir`` keeps face detections and crops for later
+    runs; without it they go to ``<output>.partial/cache``, removed with the rest of that folder at the end.
+    ``resume`` continues an interrupted run from its last finished epoch (its settings must be the same; a
+    difference raises :class:`TrainingDataError` naming it); without it an unfinished run's folder is refused.
     """
     settings = settings or FinetuneSettings()
-    if cache_dir is not None:
-        return _finetune(real_dir, fake_dir, Path(output), base, settings, base_validation, base_validation_max,
-                         Path(cache_dir), device)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="gan-face-finetune-") as cache:
-        return _finetune(real_dir, fake_dir, Path(output), base, settings, base_validation, base_validation_max,
-                         Path(cache), device)  # fmt: skip
-
-
-def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings, base_validation,
-              base_validation_max: int, cache: Path, device) -> FinetuneReport:  # fmt: skip
-    from ..detector import Detector
-    from .network import load_torch_cnn
-
+    output = Path(output).with_suffix(".safetensors")
     started = time.time()
-    output = output.with_suffix(".safetensors")
     base_card = ModelCard.load(base)
     if base_card.cnn is None:
         raise TrainingDataError(f"{base_card.path}: the base model has no CNN to fine-tune")
+    from .network import load_torch_cnn
+
     # refuses pickle payloads before any work is done; its weights also start the student
     teacher = load_torch_cnn(base_card)
-    config = base_card.cnn
-    report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
-
-    samples = _user_samples(real_dir, fake_dir)
+    samples, problems = _user_samples(real_dir, fake_dir)
+    partial = partial_dir(output)
+    run = _run_settings(real_dir, fake_dir, base_card, settings, base_validation, base_validation_max, samples)
+    created = _open_partial(partial, run, resume)
+    cache = Path(cache_dir) if cache_dir is not None else partial / "cache"
     aligner = FaceAligner(base_card.detector)
-    faces = detect_cached([s.path for s in samples], aligner, cache, progress=settings.progress)
-    usable = []
-    for sample in samples:
-        if faces[sample.path] is None:
-            report.skipped.append((sample.path, "unreadable image"))
-        elif not faces[sample.path]:
-            report.skipped.append((sample.path, "no face found"))
-        else:
-            usable.append(sample)
-    for label, folder in ((0, real_dir), (1, fake_dir)):
-        found = sum(s.label == label for s in usable)
-        if found < MIN_IMAGES_PER_CLASS:
-            given = sum(s.label == label for s in samples)
-            raise TrainingDataError(
-                f"{folder}: need at least {MIN_IMAGES_PER_CLASS} usable {'real' if label == 0 else 'fake'} "
-                f"images, found {found} (of {given} image files; the others unreadable or without a face)"
-            )
-    train, calibration, held_report = _split(usable, settings.val_fraction, settings.seed)
-    report.counts = {
-        "real_train": sum(s.label == 0 for s in train),
-        "fake_train": sum(s.label == 1 for s in train),
-        "real_calibration": sum(s.label == 0 for s in calibration),
-        "fake_calibration": sum(s.label == 1 for s in calibration),
-        "real_report": sum(s.label == 0 for s in held_report),
-        "fake_report": sum(s.label == 1 for s in held_report),
-        "skipped": len(report.skipped),
-    }
-    log.info("fine-tuning on %s", report.counts)
+    try:
+        data = check_data(samples, problems, (real_dir, fake_dir), aligner, cache, settings, base_card.threshold)
+    except TrainingDataError:
+        if created:  # refused before anything worth keeping was done
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("fine-tuning on %s", data.counts)
+    if on_checked is not None:
+        on_checked(data)
+    report = _finish(data, base_card, teacher, output, settings, base_validation, base_validation_max, cache,
+                     device, partial, started)  # fmt: skip
+    shutil.rmtree(partial)  # the model is written: nothing left to resume
+    return report
 
+
+def _train(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, aligner: FaceAligner, cache: Path,
+           settings: FinetuneSettings, checkpoint_dir: Path):  # fmt: skip
+    """The training step: crop pools, then the CNN from the base's weights with distillation on real photos,
+    checkpointed after every epoch in ``checkpoint_dir`` (a rerun with the same settings resumes there)."""
+    config = base_card.cnn
+    train, calibration = data.train, data.calibration
     aug = Augmentation()
     train_pool = build_pool(
         train, cache, config, variants=settings.variants,
@@ -266,11 +490,24 @@ def _finetune(real_dir, fake_dir, output: Path, base, settings: FinetuneSettings
         warmup_steps=20, patience=settings.epochs, seed=settings.seed, pretrained=False,
         freeze=settings.freeze_blocks,
     )  # fmt: skip
-    result = train_cnn(
+    return train_cnn(
         train_pool, val_pool, config, train_settings, val_conditions=FINETUNE_CONDITIONS,
         init_state={k: v.float().clone() for k, v in teacher.state_dict().items()}, extra_loss=distill,
-        progress=settings.progress,
+        checkpoint_dir=checkpoint_dir, progress=settings.progress,
     )  # fmt: skip
+
+
+def _finish(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, output: Path,
+            settings: FinetuneSettings, base_validation, base_validation_max: int, cache: Path, device,
+            partial: Path, started: float) -> FinetuneReport:  # fmt: skip
+    """Train, calibrate, measure before/after and write the model."""
+    from ..detector import Detector
+
+    report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
+    report.skipped, report.counts = data.skipped, data.counts
+    aligner = FaceAligner(base_card.detector)
+    result = _train(data, base_card, teacher, aligner, cache, settings, partial / "checkpoint")
+    calibration, held_report = data.calibration, data.held_report
 
     # everything is written under staging names and renamed at the very end: an interrupted run never leaves
     # an uncalibrated model under the name the user asked for
@@ -350,16 +587,8 @@ def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Samp
 
     n_real = sum(s.label == 0 for s in calibration)
     if n_real < settings.min_calibration_reals:
-        share = settings.val_fraction / 2
         report.calibration = "the base model's calibration and threshold kept"
-        report.warnings.append(
-            f"the calibration share holds {n_real} real photos; setting a threshold at 1% false positives "
-            f"needs at least {settings.min_calibration_reals} (1 in 100 may be flagged), so the base model's "
-            f"calibration and threshold ({base_card.threshold:.4f}) are kept; distillation keeps real photos' "
-            "CNN outputs near the base model's. To refit them, give at least "
-            f"{math.ceil(settings.min_calibration_reals / share)} real photos "
-            f"({share:.0%} go to calibration)."
-        )
+        report.warnings.append(_too_few_reals(n_real, settings, base_card.threshold))
         return {"fusion": base_card.fusion, "threshold": base_card.threshold}
     rows = score_samples(Detector(card_path), calibration, FINETUNE_CONDITIONS, progress=False)
     fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -158,8 +159,8 @@ def train_cnn(
 
     Without ``val_pool`` every epoch runs and the last one is kept (a fixed short schedule). With
     ``checkpoint_dir`` the full state (model, optimiser, schedule, random generators, history) is saved after
-    every epoch, and a later call with the same settings resumes after the last finished epoch: a run can span
-    several sittings and ends as it would have in one.
+    every epoch (:class:`Checkpoint`, no pickle), and a later call with the same settings resumes after the last
+    finished epoch: a run can span several sittings and ends as it would have in one.
     ``extra_loss(logits, inputs, sample_indices)`` is added to the loss (fine-tuning uses it for distillation).
     ``progress`` shows a bar on stderr: epoch, running loss, last validation TPR and the time left.
     """
@@ -200,8 +201,9 @@ def train_cnn(
     if checkpoint is not None and checkpoint.exists():
         first_epoch, best_score, stale = checkpoint.restore(model, optimizer, scheduler, rng, generator, result)
         log.info("resuming after epoch %d from %s", first_epoch - 1, checkpoint_dir)
-    bar = tqdm(total=total_steps, disable=not progress, desc="training", unit="step", file=sys.stderr)
-    bar.update(first_epoch * steps_per_epoch)
+    # ``initial``: a resumed run's time left is estimated from this sitting's pace, not from steps it never ran
+    bar = tqdm(total=total_steps, initial=first_epoch * steps_per_epoch, disable=not progress, desc="training",
+               unit="step", file=sys.stderr)  # fmt: skip
     for epoch in range(first_epoch, settings.epochs):
         model.train()
         for module in frozen:
@@ -264,18 +266,32 @@ def train_cnn(
 
 
 class Checkpoint:
-    """The state of a training run after an epoch, in ``folder``: weights as safetensors (float32), the
-    optimiser and schedule as a tensors-only torch file (read back with ``weights_only=True``), the rest JSON."""
+    """The state of a training run after an epoch, in ``folder``, written without pickle: each epoch's state in
+    its own subfolder (``epoch-003/``: the weights, the best weights so far, and the optimiser's, schedule's and
+    random generators' tensors as safetensors; everything else JSON), then ``latest.json`` naming it is
+    replaced atomically. An interruption at any moment (Ctrl-C while saving included) leaves the previous
+    epoch's state whole and named."""
 
     def __init__(self, folder: Path, settings: dict) -> None:
         self.folder, self.settings = folder, json.loads(json.dumps(settings))
-        self.meta = folder / "checkpoint.json"
+        self.pointer = folder / "latest.json"
+
+    def latest(self) -> Optional[dict]:
+        """``latest.json`` (``epoch``: the last finished epoch, counted from 0; ``folder``; ``settings``), or
+        ``None`` before the first epoch has finished."""
+        if not self.pointer.exists():
+            if (self.folder / "optimizer.pt").exists():
+                log.warning(
+                    "%s: a checkpoint in the old pickle-based format is not read; starting afresh", self.folder
+                )
+            return None
+        return json.loads(self.pointer.read_text())
 
     def exists(self) -> bool:
-        if not self.meta.exists():
+        latest = self.latest()
+        if latest is None:
             return False
-        saved = json.loads(self.meta.read_text())
-        if saved["settings"] != self.settings:
+        if latest["settings"] != self.settings:
             log.warning("%s: a checkpoint of other settings; starting afresh", self.folder)
             return False
         return True
@@ -283,43 +299,95 @@ class Checkpoint:
     def save(self, epoch, model, optimizer, scheduler, rng, generator, result, best_score, stale) -> None:
         from safetensors.torch import save_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()}, str(self.folder / "last.safetensors")
-        )
+        target = self.folder / f"epoch-{epoch:03d}"
+        staging = self.folder / f"epoch-{epoch:03d}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_file(_tensors(model.state_dict()), str(staging / "model.safetensors"))
         if result.state_dict:
-            save_file(result.state_dict, str(self.folder / "best.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "torch": torch.get_rng_state()},
-            self.folder / "optimizer.pt",
-        )  # fmt: skip
-        meta = {"settings": self.settings, "epoch": epoch, "best_score": best_score, "stale": stale,
-                "best_epoch": result.best_epoch, "best_metrics": result.best_metrics, "history": result.history,
-                "numpy_rng": rng.bit_generator.state}  # fmt: skip
-        staging = self.meta.with_suffix(".tmp")
-        staging.write_text(json.dumps(meta))
-        os.replace(staging, self.meta)  # written last: the files above belong to the epoch it names
+            save_file(_tensors(result.state_dict), str(staging / "best.safetensors"))
+        tensors: dict[str, torch.Tensor] = {
+            "rng.generator": generator.get_state(),
+            "rng.torch": torch.get_rng_state(),
+        }
+        state = {
+            "optimizer": _encode(optimizer.state_dict(), tensors),
+            "scheduler": _encode(scheduler.state_dict(), tensors),
+            "numpy_rng": rng.bit_generator.state,
+            "epoch": epoch,
+            "best_score": best_score,
+            "stale": stale,
+            "best_epoch": result.best_epoch,
+            "best_metrics": result.best_metrics,
+            "history": result.history,
+        }
+        save_file(_tensors(tensors), str(staging / "state.safetensors"))
+        (staging / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        pointer = {"epoch": epoch, "folder": target.name, "settings": self.settings}
+        staged_pointer = self.pointer.with_suffix(".staging")
+        staged_pointer.write_text(json.dumps(pointer))
+        os.replace(staged_pointer, self.pointer)  # from here on the new epoch is the one a resume reads
+        for older in self.folder.glob("epoch-*"):
+            if older.name != target.name:
+                shutil.rmtree(older, ignore_errors=True)
 
     def restore(self, model, optimizer, scheduler, rng, generator, result) -> tuple[int, float, int]:
         from safetensors.torch import load_file
 
-        meta = json.loads(self.meta.read_text())
-        model.load_state_dict(load_file(str(self.folder / "last.safetensors")))
-        if (self.folder / "best.safetensors").exists():
-            result.state_dict = load_file(str(self.folder / "best.safetensors"))
-        state = torch.load(self.folder / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch"])
-        rng.bit_generator.state = meta["numpy_rng"]
+        folder = self.folder / self.latest()["folder"]
+        state = json.loads((folder / "state.json").read_text())
+        tensors = load_file(str(folder / "state.safetensors"))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        if (folder / "best.safetensors").exists():
+            result.state_dict = load_file(str(folder / "best.safetensors"))
+        optimizer.load_state_dict(_decode(state["optimizer"], tensors))
+        scheduler.load_state_dict(_decode(state["scheduler"], tensors))
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        rng.bit_generator.state = state["numpy_rng"]
         result.best_epoch, result.best_metrics, result.history = (
-            meta["best_epoch"],
-            meta["best_metrics"],
-            meta["history"],
+            state["best_epoch"],
+            state["best_metrics"],
+            state["history"],
         )
-        return meta["epoch"] + 1, meta["best_score"], meta["stale"]
+        return state["epoch"] + 1, state["best_score"], state["stale"]
+
+
+def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous copies that own their memory (safetensors refuses views and shared storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def _encode(value, tensors: dict[str, torch.Tensor]):
+    """``value`` (an optimiser's or schedule's state: nested dicts, lists and tuples of tensors and plain values)
+    as JSON, its tensors moved into ``tensors`` under the names it refers to. Containers are tagged so that
+    tuples stay tuples and integer keys stay integers: an optimiser matches its state to parameters by
+    integer id, and string ids would silently restart Adam's moments from zero."""
+    if isinstance(value, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = value
+        return {"tensor": name}
+    if isinstance(value, dict):
+        return {"dict": [[key, _encode(item, tensors)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {type(value).__name__: [_encode(item, tensors) for item in value]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot checkpoint a {type(value).__name__} without pickle")
+
+
+def _decode(value, tensors: Mapping[str, torch.Tensor]):
+    if not isinstance(value, dict):
+        return value
+    (tag, content), *_ = value.items()
+    if tag == "tensor":
+        return tensors[content]
+    if tag == "dict":
+        return {key: _decode(item, tensors) for key, item in content}
+    items = [_decode(item, tensors) for item in content]
+    return tuple(items) if tag == "tuple" else items
 
 
 def _freeze(model: torch.nn.Module, blocks: int) -> list[torch.nn.Module]:
