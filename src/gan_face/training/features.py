@@ -122,3 +122,31 @@ def head_inputs(tokens: np.ndarray, blocks: Mapping[int, int] | list[int]) -> np
     """The head's features (the chosen blocks' CLS tokens side by side) from cached ``... x depth x 768`` tokens."""
     chosen = np.asarray(tokens)[..., list(blocks), :]
     return chosen.reshape(*chosen.shape[:-2], -1).astype(np.float32)
+
+
+def condition_features(
+    samples,
+    conditions,
+    encoder_path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    *,
+    input_size: int,
+    view: str = "frame",
+    depth: int = 12,
+    workers: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every sample under each condition (``N x len(conditions) x depth x 768``) and which samples
+    had a face. One crop pool per condition, so a condition computed once is reused by every later selection of
+    conditions; the condition of sample ``i`` is seeded with ``i``, as :func:`.scoring.score_samples` does."""
+    from ..card import CnnConfig
+    from .pools import ConditionVariants, build_pool
+
+    parts, usable = [], None
+    for condition in conditions:
+        pool = build_pool(samples, cache_dir, CnnConfig(input_size=input_size, view=view), variants=1,
+                          make_variant=ConditionVariants([condition]), spec={"conditions": [condition]},
+                          workers=workers)  # fmt: skip
+        parts.append(pool_features(pool, encoder_path, cache_dir, input_size=input_size, depth=depth,
+                                   workers=workers))  # fmt: skip
+        usable = pool.usable
+    return np.concatenate([np.asarray(p) for p in parts], axis=1), usable
