@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
-from gan_face.card import CnnConfig
+from gan_face.card import ModelCard
 from gan_face.training.clip_head import fit_stats, head_logits, source_weights
 from gan_face.training.datasets import index_tree
-from gan_face.training.features import head_inputs, pool_features
+from gan_face.training.features import condition_features, head_inputs
 from gan_face.training.folds import DIFFUSION, FAMILIES, PIPELINE_PARTNERS
 from gan_face.training.metrics import ranking_metrics
-from gan_face.training.pools import ConditionVariants, build_pool
+from gan_face.training.scoring import load_rows
 from gan_face.training.splits import V3_HOLDOUT
 
 EVALUATION_REALS = tuple(s for s in V3_HOLDOUT if s.startswith("real/"))
@@ -69,12 +70,14 @@ def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, rounds: int = 200, see
     return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
 
 
-def run_matrix(features, samples, usable, conditions, blocks, components, shrinkage, train_conditions=None):
-    """Every fold's metrics: ``{family: {condition: {...}}}``."""
+def run_matrix(features, samples, usable, conditions, blocks, components, shrinkage, train_conditions=None,
+               fused_with=None):  # fmt: skip
+    """Every fold's metrics: ``{family: {condition: {...}}}``. With ``fused_with`` (a fusion and rows of the other
+    evidence), also the fold's clip score fused with that evidence as the shipped model fuses it."""
     sources = np.array([s.source for s in samples])
     labels = np.array([s.label for s in samples])
     train_k = [conditions.index(c) for c in (train_conditions or conditions)]
-    x_all = head_inputs(features, blocks)  # N x K x D
+    x_all = head_inputs(features, blocks)  # N x K x D (float32: about 1.3 GB for 8,700 images x 5 conditions)
     evaluation_reals = np.isin(sources, EVALUATION_REALS) & usable
     unaligned = evaluation_reals & ~np.isin(sources, FFHQ_ALIGNED_REALS)
     result: dict = {}
@@ -106,9 +109,36 @@ def run_matrix(features, samples, usable, conditions, blocks, components, shrink
                 src: round(float(np.mean(logits[(sources == src) & usable] > cut)), 4) for src in EVALUATION_REALS
             }
             m["n_fake"], m["n_real"] = int(fakes.sum()), int(evaluation_reals.sum())
+            if fused_with is not None:
+                fused = fused_metrics(fused_with, condition, logits, fakes, evaluation_reals, unaligned, labels)
+                if fused:
+                    m["fused"] = fused
             entry[condition] = m
         result[family] = entry
     return result
+
+
+def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels) -> dict:
+    """The fold's clip score in the shipped fusion with each image's other evidence (rows of this condition)."""
+    fusion, rows, threshold = fused_with
+    by_index = {r["index"]: r for r in rows if r["condition"] == condition}
+    chosen = [i for i in np.flatnonzero(fakes | reals) if i in by_index]
+    if not chosen:
+        return {}
+    scores = np.array([fusion.log_odds({**by_index[i]["scores"], "clip": float(sigmoid(logits[i]))})
+                       for i in chosen])  # fmt: skip
+    y = labels[chosen]
+    if not y.any():  # this condition was scored for the held-out sources only
+        return {}
+    m = ranking_metrics(y, scores)
+    m["auc_95"] = bootstrap_auc(y, scores)
+    keep = np.isin(chosen, np.flatnonzero(fakes | unaligned))
+    m["auc_vs_unaligned_reals"] = ranking_metrics(y[keep], scores[keep])["auc"]
+    cut = float(np.log(threshold / (1 - threshold)))  # the card's threshold, in log-odds
+    m["caught_at_threshold"] = float(np.mean(scores[y == 1] >= cut))
+    m["reals_flagged_at_threshold"] = float(np.mean(scores[y == 0] >= cut))
+    m["n_fake"], m["n_real"] = int(y.sum()), int((y == 0).sum())
+    return m
 
 
 def main() -> int:
@@ -124,6 +154,9 @@ def main() -> int:
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=0.1)
     parser.add_argument("--per-source", type=int, default=0, help="at most this many images per source")
+    parser.add_argument("--card", help="also fuse each fold's clip score with this card's fusion (as shipped)")
+    parser.add_argument("--evidence-rows", type=Path, nargs="*", default=(),
+                        help="the other evidence of each image (rows of train_clip_head.py --rows-out)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     tune_allocator()
@@ -132,9 +165,12 @@ def main() -> int:
     if args.per_source:
         samples = even_spread(samples, args.per_source)
     conditions = args.conditions.split(",")
-    pool = build_pool(samples, args.work, CnnConfig(input_size=args.size, view=args.view), variants=len(conditions),
-                      make_variant=ConditionVariants(conditions), spec={"conditions": conditions})  # fmt: skip
-    features = pool_features(pool, args.encoder, args.work, input_size=args.size, depth=12)
+    features, usable = condition_features(samples, conditions, args.encoder, args.work,
+                                          input_size=args.size, view=args.view)  # fmt: skip
+    fused_with = None
+    if args.card:
+        card = ModelCard.load(args.card)
+        fused_with = (card.fusion, [r for p in args.evidence_rows for r in load_rows(p)], card.threshold)
     report = {"data": str(args.data), "size": args.size, "view": args.view, "conditions": conditions,
               "components": args.components, "shrinkage": args.shrinkage, "per_source": args.per_source,
               "evaluation_reals": list(EVALUATION_REALS), "runs": {}}  # fmt: skip
@@ -142,15 +178,17 @@ def main() -> int:
         blocks = parse_blocks(block_text)
         started = time.time()
         train_conditions = args.train_conditions.split(",") if args.train_conditions else None
-        matrix = run_matrix(np.asarray(features), pool.samples, pool.usable, conditions, blocks,
-                            args.components, args.shrinkage, train_conditions)  # fmt: skip
+        matrix = run_matrix(features, samples, usable, conditions, blocks,
+                            args.components, args.shrinkage, train_conditions, fused_with)  # fmt: skip
         report["runs"][block_text] = matrix
         print(f"\nblocks {block_text} ({time.time() - started:.0f} s)")
         for condition in conditions:
             cells = []
             for family, entry in matrix.items():
                 m = entry[condition]
-                cells.append(f"{family} {m['auc']:.3f}/{m['tpr_at_1pct_fpr']:.2f}")
+                fused = m.get("fused")
+                extra = f" (fused {fused['auc']:.3f}/{fused['tpr_at_1pct_fpr']:.2f})" if fused else ""
+                cells.append(f"{family} {m['auc']:.3f}/{m['tpr_at_1pct_fpr']:.2f}{extra}")
             print(f"  {condition:9s} " + "  ".join(cells))
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))

@@ -41,6 +41,11 @@ def main() -> int:
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--from-rows", type=Path, help="fit from rows saved by --save-rows with this card's CNN")
     parser.add_argument(
+        "--half",
+        help="with --from-rows: only rows marked with this half (scripts/train_clip_head.py --rows-out marks the "
+        "held-out sources' calibration and test halves)",
+    )
+    parser.add_argument(
         "--features",
         help="comma-separated evidence to fuse (default: every check the detector "
         "runs); the others are still reported, with no weight",
@@ -54,6 +59,8 @@ def main() -> int:
     conditions = args.conditions.split(",")
     if args.from_rows:
         rows = [r for r in load_rows(args.from_rows) if r["sample"].source in {s.source for s in samples}]
+        if args.half:
+            rows = [r for r in rows if r.get("half") == args.half]
         conditions = list(dict.fromkeys(r["condition"] for r in rows))
     else:
         rows = score_samples(Detector(weights=args.card), samples, conditions)
@@ -76,7 +83,8 @@ def main() -> int:
     card = card.replace(fusion=fusion, threshold=threshold).with_sections(
         fusion_fit={
             "data_manifest_sha256": manifest_digest([args.data]),
-            "sources": sorted({s.source for s in samples}),
+            "sources": sorted({r["sample"].source for r in rows}),
+            **({"half": args.half} if args.half else {}),
             "conditions": conditions,
             "features": list(fusion.features),
             "max_fpr": args.max_fpr,

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
 from gan_face.card import ClipConfig, ClipNetwork, CnnConfig, ModelCard, file_sha256
-from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, source_weights
+from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, lda_head, source_weights
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree, manifest_digest
-from gan_face.training.features import head_inputs, pool_features
-from gan_face.training.pools import ConditionVariants, build_pool
-from gan_face.training.splits import V3_HOLDOUT
+from gan_face.training.features import condition_features, head_inputs, pool_features
+from gan_face.training.pools import FfhqVariants, build_pool
+from gan_face.training.scoring import load_rows, save_rows
+from gan_face.training.splits import V3_HOLDOUT, split_by_identity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_matrix import parse_blocks  # noqa: E402
@@ -38,7 +40,9 @@ from clip_matrix import parse_blocks  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
-    parser.add_argument("--study-encoder", required=True, help="the 12-block encoder the feature cache was made with")
+    parser.add_argument(
+        "--study-encoder", required=True, help="the 12-block encoder the feature cache was made with"
+    )
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--base", required=True, help="the card whose CNNs, detector and fusion the new one keeps")
     parser.add_argument("--encoder", required=True, type=Path, help="the encoder file the new card names")
@@ -50,6 +54,19 @@ def main() -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=0.1)
+    parser.add_argument("--ffhq-variants", action="store_true",
+                        help="also fit on an FFHQ-style re-crop of every training image, both classes (framing "
+                        "is not evidence: real photos aligned the FFHQ way must not look generated)")  # fmt: skip
+    parser.add_argument(
+        "--exclude",
+        default="",
+        help="comma-separated sources also left out of the fit (to "
+        "simulate a generator the model has never seen, for scripts that measure fine-tuning)",
+    )
+    parser.add_argument("--evidence-rows", type=Path, nargs="*", default=(),
+                        help="rows of the base model's evidence (training.scoring.score_jobs, seeded by the data "
+                        "set's index) to which the new head's clip score is added from the cache")  # fmt: skip
+    parser.add_argument("--rows-out", type=Path, help="where those rows go, each marked with its half")
     args = parser.parse_args()
     tune_allocator()
     from safetensors.numpy import save_file
@@ -57,16 +74,28 @@ def main() -> int:
     blocks = parse_blocks(args.blocks)
     conditions = args.conditions.split(",")
     samples = index_tree(args.data)
-    pool = build_pool(samples, args.work, CnnConfig(input_size=args.size, view=args.view), variants=len(conditions),
-                      make_variant=ConditionVariants(conditions), spec={"conditions": conditions})  # fmt: skip
-    features = pool_features(pool, args.study_encoder, args.work, input_size=args.size, depth=12)
+    features, usable = condition_features(samples, conditions, args.study_encoder, args.work,
+                                          input_size=args.size, view=args.view)  # fmt: skip
     sources = np.array([s.source for s in samples])
-    train = pool.usable & ~np.isin(sources, V3_HOLDOUT)
+    excluded = [x for x in args.exclude.split(",") if x]
+    train = usable & ~np.isin(sources, list(V3_HOLDOUT) + excluded)
     rows = np.repeat(np.flatnonzero(train), len(conditions))
     variants = np.tile(np.arange(len(conditions)), int(train.sum()))
     x = head_inputs(np.asarray(features)[rows, variants], blocks)
     y = np.array([samples[i].label for i in rows])
-    stats = fit_stats(x, y, source_weights(sources[rows], y), args.components)
+    row_sources = sources[rows]
+    if args.ffhq_variants:
+        # the pool covers every non-held-out image (one cache, whatever --exclude leaves out), then is masked
+        pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
+        trained = [samples[i] for i in pooled]
+        pool = build_pool(trained, args.work, CnnConfig(input_size=args.size, view=args.view), variants=1,
+                          make_variant=FfhqVariants(), spec={"variants": "ffhq_realign"})  # fmt: skip
+        extra = np.asarray(pool_features(pool, args.study_encoder, args.work, input_size=args.size, depth=12))
+        kept = np.flatnonzero(pool.usable & train[pooled])
+        x = np.concatenate([x, head_inputs(extra[kept, 0], blocks)])
+        y = np.concatenate([y, [trained[i].label for i in kept]])
+        row_sources = np.concatenate([row_sources, [trained[i].source for i in kept]])
+    stats = fit_stats(x, y, source_weights(row_sources, y), args.components)
     tensors = head_tensors(stats, args.shrinkage)
     fitted = head_logits(stats, x, args.shrinkage)
     print(f"head fitted on {train.sum()} images x {len(conditions)} conditions ({len(x)} rows, {x.shape[1]} features);"
@@ -89,16 +118,55 @@ def main() -> int:
             "data_manifest_sha256": manifest_digest([args.data]),
             "train_sources": train_sources,
             "held_out_sources": sorted(V3_HOLDOUT),
+            **({"also_left_out": excluded} if excluded else {}),
             "conditions": conditions,
             "n_images": int(train.sum()),
-            "head": {"kind": "shrunk LDA on the leading principal directions of the standardised CLS tokens",
-                     "components": args.components, "shrinkage": args.shrinkage,
-                     "source_weighting": "every source weighs the same within its class"},  # fmt: skip
+            "ffhq_variants": bool(args.ffhq_variants),
+            "head": {
+                "kind": "shrunk LDA on the leading principal directions of the standardised CLS tokens",
+                "components": args.components,
+                "shrinkage": args.shrinkage,
+                "source_weighting": "every source weighs the same within its class",
+            },  # fmt: skip
         }
     )
     card.save(args.output)
     print(f"{args.output}: clip view on blocks {blocks} at {args.size} px ({args.view}); head {head_path.name}")
+    if args.evidence_rows:
+        rows = [row for path in args.evidence_rows for row in load_rows(path)]
+        by_condition = {c: (features[:, k], usable) for k, c in enumerate(conditions)}
+        for condition in sorted(
+            {r["condition"] for r in rows} - set(conditions)
+        ):  # not fitted on: just these rows
+            wanted = sorted({r["index"] for r in rows if r["condition"] == condition})
+            extra, extra_usable = condition_features(samples, [condition], args.study_encoder, args.work,
+                                                     input_size=args.size, view=args.view, only=wanted)  # fmt: skip
+            by_condition[condition] = (extra[:, 0], extra_usable)
+        add_clip_scores(rows, by_condition, stats, args.shrinkage, blocks, samples)
+        save_rows(rows, args.rows_out)
+        print(f"{args.rows_out}: {len(rows)} rows with the clip score, marked by half")
     return 0
+
+
+def add_clip_scores(rows, by_condition, stats, shrinkage, blocks, samples) -> None:
+    """Each row's ``clip`` score from the cached features of its image and condition (``by_condition``:
+    condition -> (features, usable); the runtime's encoder on the same crop), and its ``half`` of the held-out
+    sources (calibration, test; ``None`` outside them)."""
+    held = [s for s in samples if s.source in V3_HOLDOUT]
+    calibration, test = split_by_identity(held, 0.5, seed=0)
+    half = {**{s.path: "calibration" for s in calibration}, **{s.path: "test" for s in test}}
+    coef_intercept = lda_head(stats, shrinkage)
+    for row in rows:
+        i = row["index"]
+        features, usable = by_condition[row["condition"]]
+        if samples[i].path != row["sample"].path:
+            raise SystemExit(f"row {i} is {row['sample'].path}, the data set's image {i} is {samples[i].path}")
+        if usable[i] and row["scores"].get("cnn") is not None:
+            logit = head_logits(stats, head_inputs(features[i : i + 1], blocks), shrinkage, coef_intercept)[0]
+            row["scores"]["clip"] = float(sigmoid(logit))
+        else:
+            row["scores"]["clip"] = None
+        row["half"] = half.get(row["sample"].path)
 
 
 def _auc(labels, scores) -> float:

@@ -73,7 +73,7 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
     assert str(path) in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2"])
+@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3"])
 def test_shipped_cards_measured_sections_pass_the_audit(name):
     from gan_face.training.card_audit import audit_card
 
@@ -91,7 +91,7 @@ def test_shipped_cards_measured_sections_pass_the_audit(name):
 def test_shipped_cards_hold_what_scoring_and_evaluation_need_and_not_the_experiment_log():
     # the experiment log (per-epoch history, experiments tried, ablation, leave-one-out) stays out of the
     # installed cards: a card is read at every start-up and travels with every fine-tuned model
-    for name in ("gan-face-v1", "gan-face-v2"):
+    for name in ("gan-face-v1", "gan-face-v2", "gan-face-v3"):
         card = ModelCard.load(shipped_card_path(name))
         assert {"training", "fusion_fit", "evaluation"} <= set(card.sections)
         assert not {"ablation", "leave_one_out"} & set(card.sections)

@@ -18,7 +18,11 @@ from gan_face.card import DEFAULT_MODEL, shipped_card_path
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 #: model name -> its stored verdicts; the default model and every older model that stays loadable
-GOLDEN = {"gan-face-v1": GOLDEN_DIR / "verdicts_v1.json", "gan-face-v2": GOLDEN_DIR / "verdicts_v2.json"}
+GOLDEN = {
+    "gan-face-v1": GOLDEN_DIR / "verdicts_v1.json",
+    "gan-face-v2": GOLDEN_DIR / "verdicts_v2.json",
+    "gan-face-v3": GOLDEN_DIR / "verdicts_v3.json",
+}
 CASES = [
     (model, name)
     for model, path in GOLDEN.items()

@@ -25,6 +25,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install '.[ser
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from gan_face.card import DEFAULT_MODEL  # noqa: E402
 from gan_face.outputs.report import columns_for, jsonl_line, verdict_row  # noqa: E402
 from gan_face.outputs.serve import Limits, create_app  # noqa: E402
 
@@ -173,7 +174,7 @@ def test_many_at_once_keep_their_order_and_a_broken_one_is_a_row(client, avatars
 
 
 def test_health_model_card_and_openapi(client, served_detector):
-    assert client.get("/healthz").json() == {"status": "ok", "model": "gan-face-v2", "waiting": 0}
+    assert client.get("/healthz").json() == {"status": "ok", "model": DEFAULT_MODEL, "waiting": 0}
     card = client.get("/v1/model").json()
     assert card["name"] == served_detector.card.name and card["threshold"] == served_detector.threshold
     assert card["evidence"] == list(served_detector.report_check_names)
@@ -416,7 +417,7 @@ def test_64_requests_at_once_are_all_answered(server, avatars):
         (row,) = body["rows"]
         assert row["error"] is None and row["status"] in {"ok", "no_face", "multiple_faces", "low_quality"}, row
     with urllib.request.urlopen(server + "healthz", timeout=30) as health:
-        assert json.load(health) == {"status": "ok", "model": "gan-face-v2", "waiting": 0}
+        assert json.load(health) == {"status": "ok", "model": DEFAULT_MODEL, "waiting": 0}
     print(f"64 concurrent requests answered in {elapsed:.1f} s")
 
 

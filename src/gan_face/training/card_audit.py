@@ -29,6 +29,12 @@ def audit_card(card: ModelCard) -> list[str]:
         problems.append("training: no train_sources")
     if both := sorted(trained_on & held_out):
         problems.append(f"training: sources both trained on and held out: {both}")
+    clip_training = sections.get("clip_training")
+    if card.clip is not None:  # the clip head learnt from its own sources: they too stay out of what measures it
+        if not clip_training or not clip_training.get("train_sources"):
+            problems.append("clip_training: the model has a clip view but no record of its head's train_sources")
+        else:
+            trained_on = trained_on | set(clip_training["train_sources"])
 
     fit = sections.get("fusion_fit")
     if fit is not None:

@@ -26,6 +26,11 @@ from PIL import Image
 from ..views import centre_square
 
 CONDITIONS = ("clean", "avatar", "laundered", "cropped", "gray")
+#: The five landmarks where the FFHQ alignment puts them (fractions of the side): the crop template scaled and
+#: moved so the eyes land on the StyleGAN template measured by the eye check (``checks.eyes.TEMPLATE_MEAN``:
+#: eyes at 0.376 and 0.629 of the width, 0.472 of the height; the mouth then lands at 0.730, as measured).
+FFHQ_TEMPLATE = (np.array([[0.3425, 0.405], [0.6575, 0.405], [0.5, 0.575], [0.37, 0.725], [0.63, 0.725]])
+                 - [0.5, 0.405]) * (0.2536 / 0.315) + [0.5025, 0.4721]  # fmt: skip
 LAUNDER_SIZES = (256, 300, 384, 512, 640, 768, 1024)
 LAUNDER_QUALITIES = (30, 50, 70, 80, 90, 95)
 
@@ -63,6 +68,15 @@ class ConditionPlan:
         left, top, crop_w, crop_h = self.box
         sx, sy = self.size[0] / crop_w, self.size[1] / crop_h
         return np.array([[sx, 0.0, -left * sx], [0.0, sy, -top * sy]])
+
+
+def ffhq_realign(image: np.ndarray, points: np.ndarray, size: int = 400, quality: int = 85) -> np.ndarray:
+    """``image`` re-cropped the FFHQ way from its landmarks (eyes and mouth on the StyleGAN template, as
+    face-restoration tools align any photo), at ``size`` px, saved as JPEG: a real photo framed like a
+    StyleGAN face, the hard negative that teaches a view of the frame that framing is not evidence."""
+    from ..align import Landmarks, align_face
+
+    return jpeg_roundtrip(align_face(image, Landmarks.from_array(points), size, FFHQ_TEMPLATE), quality)
 
 
 def plan_condition(width: int, height: int, condition: str, seed: int) -> ConditionPlan:

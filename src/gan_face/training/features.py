@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -134,19 +134,27 @@ def condition_features(
     view: str = "frame",
     depth: int = 12,
     workers: int = 2,
+    only: Optional[Sequence[int]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of every sample under each condition (``N x len(conditions) x depth x 768``) and which samples
     had a face. One crop pool per condition, so a condition computed once is reused by every later selection of
-    conditions; the condition of sample ``i`` is seeded with ``i``, as :func:`.scoring.score_samples` does."""
+    conditions; the condition of sample ``i`` is seeded with ``i``, as :func:`.scoring.score_jobs` does.
+    ``only``: compute just these samples (the others' rows are zeros and not usable), seeded the same way."""
     from ..card import CnnConfig
     from .pools import ConditionVariants, build_pool
 
-    parts, usable = [], None
-    for condition in conditions:
-        pool = build_pool(samples, cache_dir, CnnConfig(input_size=input_size, view=view), variants=1,
-                          make_variant=ConditionVariants([condition]), spec={"conditions": [condition]},
-                          workers=workers)  # fmt: skip
-        parts.append(pool_features(pool, encoder_path, cache_dir, input_size=input_size, depth=depth,
-                                   workers=workers))  # fmt: skip
-        usable = pool.usable
-    return np.concatenate([np.asarray(p) for p in parts], axis=1), usable
+    chosen = list(range(len(samples))) if only is None else sorted(only)
+    subset = [samples[i] for i in chosen]
+    features = np.zeros((len(samples), len(conditions), depth, 768), np.float16)
+    usable = np.zeros(len(samples), bool)
+    for k, condition in enumerate(conditions):
+        variants = ConditionVariants([condition], seeds=None if only is None else chosen)
+        spec = {"conditions": [condition], **({} if only is None else {"seeds": "index in the whole data set"})}
+        pool = build_pool(subset, cache_dir, CnnConfig(input_size=input_size, view=view), variants=1,
+                          make_variant=variants, spec=spec, workers=workers)  # fmt: skip
+        computed = pool_features(
+            pool, encoder_path, cache_dir, input_size=input_size, depth=depth, workers=workers
+        )
+        features[chosen, k] = computed[:, 0]
+        usable[chosen] = pool.usable
+    return features, usable

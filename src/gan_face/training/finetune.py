@@ -45,8 +45,8 @@ import torch
 from ..align import FaceAligner
 from ..card import ModelCard, save_weights
 from ..errors import ImageLoadError, TrainingDataError
-from ..io import load_image
 from ..files import collect_files
+from ..io import load_image
 from .augment import Augmentation
 from .datasets import Sample, index_tree
 from .facecache import detect_cached

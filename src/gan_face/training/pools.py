@@ -19,7 +19,7 @@ from ..card import CnnConfig
 from ..io import load_image
 from ..views import cut_view
 from .augment import Augmentation, degrade
-from .conditions import CONDITIONS, condition_with_transform
+from .conditions import CONDITIONS, FFHQ_TEMPLATE, condition_with_transform, ffhq_realign
 from .datasets import Sample
 from .facecache import detect_cached, file_key
 
@@ -138,13 +138,24 @@ class TrainVariants:
         return degrade(image, points, rng, self.aug, self.labels[index])
 
 
-class ConditionVariants:
-    """``make_variant`` for validation pools: variant ``k`` is evaluation condition ``conditions[k]``."""
-
-    def __init__(self, conditions: Sequence[str] = CONDITIONS) -> None:
-        self.conditions = tuple(conditions)
+class FfhqVariants:
+    """``make_variant`` for a pool of FFHQ-style re-crops (:func:`.conditions.ffhq_realign`), one per image."""
 
     def __call__(self, image, points, index, k):
-        conditioned, matrix = condition_with_transform(image, self.conditions[k], seed=index)
+        return ffhq_realign(image, points), FFHQ_TEMPLATE * 400
+
+
+class ConditionVariants:
+    """``make_variant`` for validation pools: variant ``k`` is evaluation condition ``conditions[k]``, seeded
+    with the image's index in the pool, or with ``seeds[index]`` (a pool of some images of a data set, seeded as
+    the whole data set's pool and :func:`.scoring.score_jobs` seed them)."""
+
+    def __init__(self, conditions: Sequence[str] = CONDITIONS, seeds: Optional[Sequence[int]] = None) -> None:
+        self.conditions = tuple(conditions)
+        self.seeds = None if seeds is None else list(seeds)
+
+    def __call__(self, image, points, index, k):
+        seed = index if self.seeds is None else self.seeds[index]
+        conditioned, matrix = condition_with_transform(image, self.conditions[k], seed=seed)
         moved = points @ matrix[:, :2].T + matrix[:, 2]
         return conditioned, moved

@@ -27,17 +27,32 @@ def score_samples(
     Returns one row per (sample, condition): the sample, the condition, the fused likelihood, each check's score
     and the status. The condition of sample ``i`` is seeded with ``i``, so every model sees the same images.
     """
+    jobs = [(i, c) for c in conditions for i in range(len(samples))]
+    return score_jobs(detector, samples, jobs, batch_size=batch_size, progress=progress)
+
+
+def score_jobs(
+    detector: Detector,
+    samples: Sequence[Sample],
+    jobs: Sequence[tuple[int, str]],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> list[dict]:
+    """:func:`score_samples` for chosen ``(sample index, condition)`` pairs: the condition of ``samples[i]`` is
+    seeded with ``i``, so a subset of a data set gets the same conditioned images as the whole (and as the
+    crop and feature caches, which seed the same way). Rows also hold the sample's ``index``."""
     from tqdm import tqdm
 
     rows: list[dict] = []
-    work = [(i, s, c) for c in conditions for i, s in enumerate(samples)]
-    for start in tqdm(range(0, len(work), batch_size), desc="scoring", unit="batch", disable=not progress):
-        chunk = work[start : start + batch_size]
-        images = [apply_condition(load_image(s.path), c, seed=i) for i, s, c in chunk]
-        for (_, sample, condition), verdict in zip(chunk, detector.score_arrays(images)):
+    for start in tqdm(range(0, len(jobs), batch_size), desc="scoring", unit="batch", disable=not progress):
+        chunk = jobs[start : start + batch_size]
+        images = [apply_condition(load_image(samples[i].path), c, seed=i) for i, c in chunk]
+        for (i, condition), verdict in zip(chunk, detector.score_arrays(images)):
             rows.append(
                 {
-                    "sample": sample,
+                    "sample": samples[i],
+                    "index": i,
                     "condition": condition,
                     "likelihood": verdict.likelihood,
                     "status": verdict.status,
