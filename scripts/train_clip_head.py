@@ -66,7 +66,7 @@ def main() -> int:
     variants = np.tile(np.arange(len(conditions)), int(train.sum()))
     x = head_inputs(np.asarray(features)[rows, variants], blocks)
     y = np.array([samples[i].label for i in rows])
-    stats = fit_stats(x, y, source_weights(sources[rows], y), args.components)
+    stats = fit_stats(x, y, source_weights(sources[rows], y), args.components, sources=sources[rows])
     tensors = head_tensors(stats, args.shrinkage)
     fitted = head_logits(stats, x, args.shrinkage)
     print(f"head fitted on {train.sum()} images x {len(conditions)} conditions ({len(x)} rows, {x.shape[1]} features);"
