@@ -364,8 +364,8 @@ def _describe_steps(data: DataCheck, base_card: ModelCard, settings: FinetuneSet
         n = len(data.train)
         steps.append(
             f"clip features of the {n} training images x {len(HEAD_CONDITIONS)} variants "
-            f"({', '.join(HEAD_CONDITIONS)}): roughly {estimate_seconds(n) / 60:.1f} min on 2 busy cores; then "
-            f"the clip head refitted on the base's statistics plus these (emphasis {settings.head_emphasis:g})"
+            f"({', '.join(HEAD_CONDITIONS)}): at most about {estimate_seconds(n) / 60:.0f} min (busy 2 cores); "
+            f"then the clip head refitted on the base's statistics plus them (emphasis {settings.head_emphasis:g})"
         )
     if cnn:
         steps.append(f"the face CNN fine-tuned: {settings.epochs} epochs of {settings.samples_per_epoch} faces")
