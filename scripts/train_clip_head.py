@@ -95,7 +95,7 @@ def main() -> int:
         x = np.concatenate([x, head_inputs(extra[kept, 0], blocks)])
         y = np.concatenate([y, [trained[i].label for i in kept]])
         row_sources = np.concatenate([row_sources, [trained[i].source for i in kept]])
-    stats = fit_stats(x, y, source_weights(row_sources, y), args.components)
+    stats = fit_stats(x, y, source_weights(row_sources, y), args.components, sources=row_sources)
     tensors = head_tensors(stats, args.shrinkage)
     fitted = head_logits(stats, x, args.shrinkage)
     print(f"head fitted on {train.sum()} images x {len(conditions)} conditions ({len(x)} rows, {x.shape[1]} features);"

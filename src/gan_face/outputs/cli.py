@@ -363,7 +363,20 @@ def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
     type=click.IntRange(32),
     help="Training faces drawn per epoch (default 1600; fewer: faster, rougher).",
 )
-@click.option("--epochs", type=click.IntRange(1, 100), help="Training epochs (default 8).")
+@click.option("--epochs", type=click.IntRange(1, 100), help="Training epochs of the CNN (default 8).")
+@click.option(
+    "--cnn/--no-cnn",
+    "train_cnn",
+    default=None,
+    help="Fine-tune the face CNN too (default: only for a base without a clip view, e.g. gan-face-v2; a base "
+    "with one gets its clip head refitted instead).",
+)
+@click.option(
+    "--head-emphasis",
+    type=click.FloatRange(0, min_open=True),
+    help="How many of the base model's sources your fakes (and your reals) count as in the refitted clip head "
+    "(default 2).",
+)
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0.1, 0.6),
@@ -400,6 +413,8 @@ def finetune(
     base,
     samples_per_epoch,
     epochs,
+    train_cnn,
+    head_emphasis,
     val_fraction,
     base_val,
     cache,
@@ -410,10 +425,13 @@ def finetune(
     """Adapt the model to a new generator from a few hundred of its faces, keeping what it knew.
 
     First checks the folders and says what they hold (image files, faces found, files skipped, whether there
-    are enough real photos to recalibrate the threshold), then trains with a checkpoint after every epoch:
-    Ctrl-C keeps the last finished epoch, and the same command with --resume continues from it. Prints the
-    before/after table (AUC and TPR at 1% FPR on held-out images of the new generator, and on the base
-    validation data when given). Use the result with: gan-face scan --weights OUTPUT ...
+    are enough real photos to recalibrate the threshold) and which steps will run. A base with a clip view
+    (gan-face-v3) gets its clip head refitted on your training images added to the base's statistics (minutes);
+    a base without one (or --cnn) gets its face CNN fine-tuned, with a checkpoint after every epoch. Ctrl-C keeps
+    the clip features computed and the last finished epoch, and the same command with --resume continues from
+    them. Prints what was refitted and the before/after table (AUC and TPR at 1% FPR on held-out images of the
+    new generator, and on the base validation data when given). Use the result with:
+    gan-face scan --weights OUTPUT ...
     """
     import os
     from pathlib import Path
@@ -422,7 +440,13 @@ def finetune(
 
     tune_allocator()
     try:
-        from ..training.finetune import FinetuneSettings, frame_weights_path, remove_partial, saved_progress
+        from ..training.finetune import (
+            FinetuneSettings,
+            clip_head_path,
+            frame_weights_path,
+            remove_partial,
+            saved_progress,
+        )
         from ..training.finetune import finetune as run_finetune
     except ImportError as exc:  # the training wing names the missing extra itself; anything else gets the hint
         message = str(exc)
@@ -430,12 +454,13 @@ def finetune(
             message = f'gan-face finetune needs the training extra ({exc}): pip install "gan-face[train]"'
         raise click.ClickException(message) from None
     target = Path(output).with_suffix(".safetensors")
-    for path in (target, target.with_suffix(".json"), frame_weights_path(target)):
+    for path in (target, target.with_suffix(".json"), frame_weights_path(target), clip_head_path(target)):
         if path.exists() and not overwrite:
             raise click.UsageError(f"{path}: already exists (use --overwrite)")
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK):
         raise click.UsageError(f"{output}: its folder {target.parent} does not exist or is not writable")
-    given = {"epochs": epochs, "samples_per_epoch": samples_per_epoch, "val_fraction": val_fraction}
+    given = {"epochs": epochs, "samples_per_epoch": samples_per_epoch, "val_fraction": val_fraction,
+             "train_cnn": train_cnn, "head_emphasis": head_emphasis}  # fmt: skip
     settings = FinetuneSettings(progress=True, **{k: v for k, v in given.items() if v is not None})
     try:
         if overwrite and not resume:
@@ -478,13 +503,18 @@ def _say_what_was_kept(progress: Optional[dict], ctx: click.Context) -> None:
     options = {k: v for k, v in ctx.params.items() if k not in ("resume", "overwrite")}
     command = ["gan-face", "finetune"]
     for name, value in options.items():
-        if value is not None and not (name == "base" and value == "default"):
+        if name == "train_cnn" and value is not None:
+            command.append("--cnn" if value else "--no-cnn")
+        elif value is not None and not (name == "base" and value == "default"):
             flag = {"real_dir": "--real", "fake_dir": "--fake", "base_val": "--base-val"}.get(name)
             command += [flag or "--" + name.replace("_", "-"), str(value)]
     command.append("--resume")
     done, epochs, partial = progress["epochs_done"], progress["epochs"], progress["partial"]
+    features = progress.get("features_done", 0)
     if done:
         kept = f"{done} of {epochs} epochs had finished; the last one's checkpoint is kept in {partial}/"
+    elif features:
+        kept = f"the clip features of {features} training images are kept in {partial}/"
     else:
         kept = (
             "no epoch had finished, so no training is kept; the faces found and crops cut so far are kept in "

@@ -10,7 +10,8 @@ even prior odds. Every quantity LDA needs is a weighted sum over images (per cla
 training set, not images, and no image can be recovered from them.
 
 Within each class every source weighs the same (an image's weight is ``1 / images of its source``), so a big source
-of one kind does not decide the direction alone.
+of one kind does not decide the direction alone. The statistics also keep how many sources each class holds
+(``stats.sources``), so that a fine-tune can weigh a user's folder as one more source of its class.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class HeadStats:
     weight: np.ndarray  # 2: total weight per class
     first: np.ndarray  # 2 x k: weighted sum of u
     second: np.ndarray  # 2 x k x k: weighted sum of u u^T
+    #: sources per class (real, fake) the sums were made of; ``None`` for statistics written before it was kept
+    sources: Optional[np.ndarray] = None
 
     def project(self, features: np.ndarray) -> np.ndarray:
         return ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.basis
@@ -52,7 +55,7 @@ class HeadStats:
         return replace(self, weight=weight, first=first, second=second)
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        return {
+        tensors = {
             "stats.mean": self.mean.astype(np.float32),
             "stats.scale": self.scale.astype(np.float32),
             "stats.basis": self.basis.astype(np.float16),
@@ -60,11 +63,16 @@ class HeadStats:
             "stats.first": self.first.astype(np.float64),
             "stats.second": self.second.astype(np.float64),
         }
+        if self.sources is not None:
+            tensors["stats.sources"] = np.asarray(self.sources, np.int64)
+        return tensors
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, np.ndarray]) -> "HeadStats":
         get = lambda k: np.asarray(tensors[f"stats.{k}"], np.float64)  # noqa: E731
-        return cls(get("mean"), get("scale"), get("basis"), get("weight"), get("first"), get("second"))
+        sources = tensors.get("stats.sources")
+        return cls(get("mean"), get("scale"), get("basis"), get("weight"), get("first"), get("second"),
+                   None if sources is None else np.asarray(sources, np.int64))  # fmt: skip
 
 
 def source_weights(sources: Sequence[str], labels: np.ndarray) -> np.ndarray:
@@ -87,9 +95,10 @@ def fit_stats(
     labels: np.ndarray,
     weights: np.ndarray,
     components: int = DEFAULT_COMPONENTS,
+    sources: Optional[Sequence[str]] = None,
 ) -> HeadStats:
     """Standardise, find the ``components`` leading principal directions of the weighted data (randomised SVD,
-    seeded) and sum the statistics."""
+    seeded) and sum the statistics. ``sources`` (each row's source) counts the sources of each class."""
     from sklearn.utils.extmath import randomized_svd
 
     x = np.asarray(features, np.float64)
@@ -100,8 +109,12 @@ def fit_stats(
     k = min(components, *z.shape)
     _, _, vt = randomized_svd(z * np.sqrt(w)[:, None], k, n_iter=4, random_state=0)
     basis = vt.T
+    counted = None
+    if sources is not None:
+        names, labels = np.asarray(sources), np.asarray(labels)
+        counted = np.array([len(set(names[labels == c])) for c in (0, 1)], np.int64)
     empty = HeadStats(mean, scale, basis, np.zeros(2), np.zeros((2, basis.shape[1])),
-                      np.zeros((2, basis.shape[1], basis.shape[1])))  # fmt: skip
+                      np.zeros((2, basis.shape[1], basis.shape[1])), counted)  # fmt: skip
     return empty.plus(features, labels, weights)
 
 

@@ -1,13 +1,22 @@
 """Adapting the shipped model to a new generator from a few hundred of its faces, without forgetting the old ones.
 
-How the old knowledge is kept:
+A base model with a clip view (gan-face-v3) is adapted by refitting its clip head (:mod:`.finetune_clip`): the
+user's training images, under every evaluation condition, are encoded by the frozen encoder and added to the
+sufficient statistics the base head ships with (the user's fakes as one more fake source, the reals as one
+more real source, times ``head_emphasis``), and the head is solved again: minutes, and the base's judgement of
+every other source kept because its statistics are. The new card names the same encoder file. The CNN
+fine-tune below is then opt-in (``train_cnn=True``); for a base without a clip view (gan-face-v1, v2) it is
+what a fine-tune does.
+
+How the CNN fine-tune keeps the old knowledge:
 
 * the stem and the first blocks of the CNN are frozen (low-level features stay those of the base);
 * the learning rate is low and training short;
 * on the user's real photos the CNN is distilled towards the base model's own outputs, so what it thought of
   real people does not drift (the false-positive side is the one users pay for).
 
-Then the CNN's term of the fusion (its weight and centre, and the intercept) and the threshold are refitted on
+Then the refitted evidence's terms of the fusion (the clip view's and/or the CNN's weight and centre, and the
+intercept) and the threshold are refitted on
 a held-out part of the user's data (the calibration half); the other checks keep their weights, which a few
 dozen images could not estimate better. A threshold at 1% false positives needs at least 100 real photos in
 that half (:data:`MIN_CALIBRATION_REALS`); with fewer, the base model's calibration and threshold are kept and
@@ -17,12 +26,14 @@ expected false-positive rate (with its 95% interval) are measured on the other h
 step has seen. Needs ``gan-face[train]``.
 
 A run goes in steps, each its own function: :func:`check_data` (the folders counted, faces searched, the split
-and what it allows, all said before any training), :func:`_train` (the CNN, with a checkpoint after every
-epoch), :func:`_calibrate` (fusion term and threshold), then the before/after measurements and the files. Its
+and what it allows, all said before any training, with the steps that will run), :func:`_refit_head` (the clip
+head, for a base with a clip view), :func:`_train` (the CNN, with a checkpoint after every epoch),
+:func:`_calibrate` (fusion terms and threshold), then the before/after measurements and the files. Its
 unfinished state lives beside the output, in ``<output>.partial/`` (:func:`partial_dir`): ``run.json`` (what the
-run was asked to do), the training checkpoint, and the face and crop cache unless ``cache_dir`` is given. An
-interrupted run continues from its last finished epoch with ``resume=True`` and ends exactly as it would have
-in one sitting; the folder is removed once the model is written.
+run was asked to do), the clip features computed so far, the training checkpoint, and the face and crop cache
+unless ``cache_dir`` is given. An interrupted run continues with ``resume=True`` (features already computed
+are not computed again; training from its last finished epoch) and ends exactly as it would have in one
+sitting; the folder is removed once the model is written.
 """
 
 from __future__ import annotations
@@ -50,7 +61,8 @@ from ..io import load_image
 from .augment import Augmentation
 from .datasets import Sample, index_tree
 from .facecache import detect_cached
-from .fitting import refit_one
+from .finetune_clip import HEAD_CONDITIONS, estimate_seconds, refit_head, user_features
+from .fitting import refit_terms
 from .loop import Checkpoint, TrainSettings, train_cnn
 from .metrics import metrics
 from .pools import ConditionVariants, TrainVariants, build_pool
@@ -84,7 +96,18 @@ class FinetuneSettings:
     min_calibration_reals: int = MIN_CALIBRATION_REALS
     #: A refitted threshold below the base model's is used only if this is set; otherwise the base's is kept.
     allow_lower_threshold: bool = False
+    #: Fine-tune the face CNN: ``None`` does it only for a base without a clip view (whose head is refitted
+    #: instead); ``True`` does it as well as the head step, ``False`` never.
+    train_cnn: Optional[bool] = None
+    #: How much the user's fakes (and reals) weigh in the refitted clip head, in sources of the base's class.
+    head_emphasis: float = 2.0
+    workers: int = 2  # threads computing the clip features (one encoder stream each)
     progress: bool = False  # a progress bar (epochs, loss, time left) on stderr
+
+    def steps(self, base_card: ModelCard) -> tuple[bool, bool]:
+        """Whether this run refits the clip head and whether it fine-tunes the CNN, for ``base_card``."""
+        head = base_card.clip is not None
+        return head, (not head) if self.train_cnn is None else bool(self.train_cnn)
 
 
 @dataclass
@@ -97,6 +120,7 @@ class FinetuneReport:
     threshold: float = float("nan")
     base_threshold: float = float("nan")
     calibration: str = ""  # what was done to the calibration and threshold, and why
+    refitted: list = field(default_factory=list)  # what this run changed in the base model, in words
     #: real photos of the report half flagged at the new threshold (avatar condition): count, of, 95% interval
     expected_fpr: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -121,6 +145,7 @@ class FinetuneReport:
                 f"expected false-positive rate: {f['flagged']} of {f['n_real']} held-out real photos flagged "
                 f"({f['rate']:.1%}; 95% interval {f['low']:.1%} to {f['high']:.1%})"
             )
+        lines += [f"refitted: {what}" for what in self.refitted]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -155,19 +180,30 @@ _SETTING_NAMES = {
     "epochs": "--epochs",
     "samples_per_epoch": "--samples-per-epoch",
     "val_fraction": "--val-fraction",
+    "train_cnn": "--cnn/--no-cnn",
+    "head_emphasis": "--head-emphasis",
+    "base_clip_head_sha256": "the base model's clip head",
 }
 
 
 def saved_progress(output: str | os.PathLike[str]) -> Optional[dict]:
-    """What an unfinished run writing ``output`` has kept: ``partial`` (its folder), ``epochs_done`` and
-    ``epochs``; ``None`` when there is no such run."""
+    """What an unfinished run writing ``output`` has kept: ``partial`` (its folder), ``epochs_done``, ``epochs``
+    (0 when the run trains no CNN) and ``features_done`` (images whose clip features are kept); ``None`` when
+    there is no such run."""
     partial = partial_dir(Path(output).with_suffix(".safetensors"))
     if not (partial / "run.json").exists():
         return None
     settings = json.loads((partial / "run.json").read_text())["settings"]
     latest = Checkpoint(partial / "checkpoint", {}).latest()
+    features_done = sum(len(json.loads(p.read_text())) for p in (partial / CLIP_FEATURES).glob("features_*.json")
+                        if p.with_suffix(".npy").exists())  # fmt: skip
     return {"partial": partial, "epochs_done": 0 if latest is None else latest["epoch"] + 1,
-            "epochs": settings["epochs"]}  # fmt: skip
+            "epochs": settings["epochs"] if settings.get("train_cnn", True) else 0,
+            "features_done": features_done}  # fmt: skip
+
+
+#: The folder of ``<output>.partial/`` that keeps the user's clip features.
+CLIP_FEATURES = "clip_features"
 
 
 def remove_partial(output: str | os.PathLike[str]) -> None:
@@ -213,6 +249,7 @@ def _run_settings(real_dir, fake_dir, base_card: ModelCard, settings: FinetuneSe
         digest = hashlib.sha256("\n".join(sorted(listing)).encode("utf-8", "surrogateescape")).hexdigest()
         return f"{len(listing)} files, names and sizes sha256 {digest[:16]}"
 
+    head, cnn = settings.steps(base_card)
     return {
         "real": os.path.abspath(real_dir),
         "fake": os.path.abspath(fake_dir),
@@ -222,7 +259,9 @@ def _run_settings(real_dir, fake_dir, base_card: ModelCard, settings: FinetuneSe
         "base_weights_sha256": base_card.weights_sha256,
         "base_validation": None if base_validation is None else os.path.abspath(base_validation),
         "base_validation_max": base_validation_max,
-        **{k: v for k, v in asdict(settings).items() if k != "progress"},
+        "base_clip_head_sha256": base_card.clip.head_sha256 if head else None,
+        **{k: v for k, v in asdict(settings).items() if k not in ("progress", "workers")},
+        "train_cnn": cnn,  # what the run does, not how it was asked
     }
 
 
@@ -278,6 +317,7 @@ class DataCheck:
     calibration: list
     held_report: list
     warnings: list = field(default_factory=list)
+    steps: list = field(default_factory=list)  # the steps this run will take, in words
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -312,8 +352,29 @@ class DataCheck:
             f"split: training {c['real_train']} real + {c['fake_train']} fake; calibration {c['real_calibration']}"
             f" + {c['fake_calibration']}; before/after report {c['real_report']} + {c['fake_report']}"
         )
+        lines += [f"step: {step}" for step in self.steps]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _describe_steps(data: DataCheck, base_card: ModelCard, settings: FinetuneSettings) -> list[str]:
+    head, cnn = settings.steps(base_card)
+    steps = []
+    if head:
+        n = len(data.train)
+        steps.append(
+            f"clip features of the {n} training images x {len(HEAD_CONDITIONS)} variants "
+            f"({', '.join(HEAD_CONDITIONS)}): at most about {estimate_seconds(n) / 60:.0f} min (busy 2 cores); "
+            f"then the clip head refitted on the base's statistics plus them (emphasis {settings.head_emphasis:g})"
+        )
+    if cnn:
+        steps.append(f"the face CNN fine-tuned: {settings.epochs} epochs of {settings.samples_per_epoch} faces")
+    elif base_card.clip is not None:
+        steps.append("the face CNN kept as in the base model (--cnn fine-tunes it too)")
+    terms = " and ".join(["the clip view's"] * head + ["the CNN's"] * cnn)
+    steps.append(f"the fusion's {terms} {'terms' if head and cnn else 'term'} and the threshold refitted on the "
+                 "calibration share, if it allows")  # fmt: skip
+    return steps
 
 
 def check_data(samples: Sequence[Sample], problems: dict, folders: tuple, aligner: FaceAligner, cache: Path,
@@ -369,8 +430,9 @@ def _too_few_reals(n_real: int, settings: FinetuneSettings, base_threshold: floa
     return (
         f"too few real photos to recalibrate: the calibration share holds {n_real} real photos; setting a "
         f"threshold at 1% false positives needs at least {settings.min_calibration_reals} (1 in 100 may be "
-        f"flagged), so the base model's calibration and threshold ({base_threshold:.4f}) are kept; distillation "
-        "keeps real photos' CNN outputs near the base model's. To refit them, give at least "
+        f"flagged), so the base model's calibration and threshold ({base_threshold:.4f}) are kept (what "
+        "the base model knew of real photos is kept too: by distillation for the CNN, by the base's statistics "
+        "for the clip head). To refit them, give at least "
         f"{math.ceil(settings.min_calibration_reals / share)} real photos ({share:.0%} go to calibration)."
     )
 
@@ -429,12 +491,22 @@ def finetune(
     output = Path(output).with_suffix(".safetensors")
     started = time.time()
     base_card = ModelCard.load(base)
+    head, cnn = settings.steps(base_card)
     if base_card.cnn is None:
-        raise TrainingDataError(f"{base_card.path}: the base model has no CNN to fine-tune")
-    from .network import load_torch_cnn
+        raise TrainingDataError(f"{base_card.path}: the base model has no face CNN")
+    if not (head or cnn):
+        raise TrainingDataError(f"{base_card.path}: the base model has no clip view, so without --cnn there is "
+                                "nothing to fine-tune")  # fmt: skip
+    if settings.head_emphasis <= 0:
+        raise TrainingDataError(f"--head-emphasis must be positive, got {settings.head_emphasis}")
+    teacher = None
+    if cnn:
+        from .network import load_torch_cnn
 
-    # refuses pickle payloads before any work is done; its weights also start the student
-    teacher = load_torch_cnn(base_card)
+        # refuses pickle payloads before any work is done; its weights also start the student
+        teacher = load_torch_cnn(base_card)
+    if head:  # checks the clip files against the card's sha256 before any work is done
+        base_card.load_clip_state()
     samples, problems = _user_samples(real_dir, fake_dir)
     partial = partial_dir(output)
     run = _run_settings(real_dir, fake_dir, base_card, settings, base_validation, base_validation_max, samples)
@@ -447,6 +519,7 @@ def finetune(
         if created:  # refused before anything worth keeping was done
             shutil.rmtree(partial, ignore_errors=True)
         raise
+    data.steps = _describe_steps(data, base_card, settings)
     log.info("fine-tuning on %s", data.counts)
     if on_checked is not None:
         on_checked(data)
@@ -497,29 +570,75 @@ def _train(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, alig
     )  # fmt: skip
 
 
-def _finish(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, output: Path,
+def _refit_head(data: DataCheck, base_card: ModelCard, aligner: FaceAligner, cache: Path,
+                settings: FinetuneSettings, partial: Path, staged_head: Path) -> dict:  # fmt: skip
+    """The head step: the user's training images' clip features (kept in ``partial``), added to the base head's
+    statistics; the new head is written to ``staged_head``. Returns what was done (for the card)."""
+    from safetensors.numpy import save_file
+
+    started = time.time()
+    features = user_features(data.train, base_card, aligner, cache, partial / CLIP_FEATURES,
+                             workers=settings.workers, progress=settings.progress)  # fmt: skip
+    seconds = time.time() - started
+    _, base_head = base_card.load_clip_state()
+    labels = np.array([s.label for s in data.train])
+    tensors, info = refit_head(base_head, base_card, features, labels, settings.head_emphasis)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staged_head),
+              metadata={"what": "gan-face clip view head (shrunk LDA) and its sufficient statistics",
+                        "base": base_card.name})  # fmt: skip
+    os.chmod(staged_head, 0o644)
+    return {**info, "conditions": list(HEAD_CONDITIONS), "feature_seconds": round(seconds, 1)}
+
+
+def clip_head_path(output: Path) -> Path:
+    """Where a fine-tuned model keeps its refitted clip head."""
+    return output.with_name(output.stem + "-clip-head.safetensors")
+
+
+def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Module], output: Path,
             settings: FinetuneSettings, base_validation, base_validation_max: int, cache: Path, device,
             partial: Path, started: float) -> FinetuneReport:  # fmt: skip
-    """Train, calibrate, measure before/after and write the model."""
+    """Refit the head and/or train, calibrate, measure before/after and write the model."""
+    from ..card import file_sha256
     from ..detector import Detector
 
     report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
     report.skipped, report.counts = data.skipped, data.counts
     aligner = FaceAligner(base_card.detector)
-    result = _train(data, base_card, teacher, aligner, cache, settings, partial / "checkpoint")
+    head, cnn = settings.steps(base_card)
     calibration, held_report = data.calibration, data.held_report
 
     # everything is written under staging names and renamed at the very end: an interrupted run never leaves
     # an uncalibrated model under the name the user asked for
     staged_weights = output.with_name(output.stem + ".staging.safetensors")
-    save_weights(result.state_dict, staged_weights, {"format": "gan-face", "base": base_card.name})
-    card = base_card.with_weights(staged_weights).replace(
+    staged_head = output.with_name(output.stem + ".staging-clip-head.safetensors")
+    head_info = None
+    card = base_card
+    if head:
+        head_info = _refit_head(data, base_card, aligner, cache, settings, partial, staged_head)
+        clip = dataclasses.replace(base_card.clip, head_path=staged_head, head_sha256=file_sha256(staged_head))
+        card = card.replace(clip=clip)
+        n = head_info["images"]
+        report.refitted.append(
+            f"the clip head, on the base's statistics plus {n['fake']} fake and {n['real']} real training images "
+            f"x {head_info['variants']} variants (each class weighing {settings.head_emphasis:g} base sources; "
+            f"features in {head_info['feature_seconds']:.0f} s)"
+        )
+    result = None
+    if cnn:
+        result = _train(data, base_card, teacher, aligner, cache, settings, partial / "checkpoint")
+        save_weights(result.state_dict, staged_weights, {"format": "gan-face", "base": base_card.name})
+        report.refitted.append(f"the face CNN (epochs: {settings.epochs}, best: {result.best_epoch + 1})")
+    else:  # the base's CNN, bit for bit: a copy beside the model keeps it whole, as for the frame CNN
+        shutil.copyfile(base_card.weights_path, staged_weights)
+    card = card.with_weights(staged_weights).replace(
         name=output.stem,
         description=f"{base_card.name} fine-tuned on a new generator's faces ({output.stem}).",
     )
     card_path = staged_weights.with_suffix(".json")
     card = card.save(card_path)
-    card = card.replace(**_calibrate(card_path, base_card, calibration, settings, report)).save(card_path)
+    changed = ["clip"] * head + ["cnn"] * cnn
+    card = card.replace(**_calibrate(card_path, base_card, calibration, settings, report, changed)).save(card_path)
     report.threshold = card.threshold
 
     note = f"{report.calibration}; these metrics are on the report half, which neither step saw"
@@ -545,9 +664,11 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, out
         "base_weights_sha256": base_card.weights_sha256,
         "counts": report.counts,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
-        "settings": asdict(settings),
-        "best_epoch": result.best_epoch,
-        "history": result.history,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
+        "refitted": report.refitted,
+        "clip_head": head_info,
+        "best_epoch": None if result is None else result.best_epoch,
+        "history": None if result is None else result.history,
         "threshold": {
             "value": report.threshold,
             "base": report.base_threshold,
@@ -561,6 +682,9 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, out
     evaluation = {"data": "the report half of the user's folders (never trained or calibrated on)",
                   "conditions": list(FINETUNE_CONDITIONS), "before_after": report.before_after}  # fmt: skip
     os.replace(staged_weights, output)
+    if head:  # the encoder stays the base's, named and not copied (ClipNetwork finds it beside or shipped)
+        os.replace(staged_head, clip_head_path(output))
+        card = card.replace(clip=dataclasses.replace(card.clip, head_path=clip_head_path(output)))
     if card.frame is not None:  # the frame CNN is not fine-tuned; a copy beside the model keeps it whole
         frame_output = frame_weights_path(output)
         staged_frame = frame_output.with_name(frame_output.name + ".staging")
@@ -580,9 +704,9 @@ def frame_weights_path(output: Path) -> Path:
 
 
 def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Sample],
-               settings: FinetuneSettings, report: FinetuneReport) -> dict:  # fmt: skip
-    """The fusion and threshold of the fine-tuned model (as ``ModelCard`` fields), saying what was done in
-    ``report.calibration`` and ``report.warnings``."""
+               settings: FinetuneSettings, report: FinetuneReport, changed: Sequence[str]) -> dict:  # fmt: skip
+    """The fusion and threshold of the fine-tuned model (as ``ModelCard`` fields), the terms of the ``changed``
+    evidence refitted, saying what was done in ``report.calibration`` and ``report.warnings``."""
     from ..detector import Detector
 
     n_real = sum(s.label == 0 for s in calibration)
@@ -591,8 +715,9 @@ def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Samp
         report.warnings.append(_too_few_reals(n_real, settings, base_card.threshold))
         return {"fusion": base_card.fusion, "threshold": base_card.threshold}
     rows = score_samples(Detector(card_path), calibration, FINETUNE_CONDITIONS, progress=False)
-    fusion, threshold = refit_one(base_card.fusion, "cnn", rows, max_fpr=0.01)
-    report.calibration = f"the CNN's calibration and the threshold refitted on {len(calibration)} held-out images"
+    fusion, threshold = refit_terms(base_card.fusion, changed, rows, max_fpr=0.01)
+    names = " and ".join({"cnn": "the CNN's", "clip": "the clip view's"}.get(n, n) for n in changed)
+    report.calibration = f"{names} calibration and the threshold refitted on {len(calibration)} held-out images"
     if threshold < base_card.threshold and not settings.allow_lower_threshold:
         report.warnings.append(
             f"the calibration share would set the threshold at {threshold:.4f}, below the base model's "

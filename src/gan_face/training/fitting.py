@@ -88,22 +88,37 @@ def refit_one(fusion: Fusion, name: str, rows: Sequence[Mapping], max_fpr: float
     For fine-tuning: only the CNN changed, and a few dozen held-out images can recalibrate one term where
     refitting every weight would overfit them.
     """
-    index = fusion.features.index(name)
-    raw = np.array([np.nan if r["scores"].get(name) is None else score_logit(r["scores"][name]) for r in rows])
+    return refit_terms(fusion, (name,), rows, max_fpr)
+
+
+def refit_terms(
+    fusion: Fusion, names: Sequence[str], rows: Sequence[Mapping], max_fpr: float = 0.01
+) -> tuple[Fusion, float]:
+    """Refit the terms of the evidence in ``names`` (the parts a fine-tune changed) and the intercept, keeping
+    every other weight of ``fusion``; evidence the fusion does not weigh yet is added as a new term. Returns the
+    fusion and its threshold at ``max_fpr`` in every condition of ``rows``."""
+    for name in names:
+        if name not in fusion.features:
+            fusion = Fusion(fusion.features + (name,), fusion.weights + (0.0,), fusion.centers + (0.0,),
+                            fusion.scales + (1.0,), fusion.intercept)  # fmt: skip
     labels = np.array([r["sample"].label for r in rows])
-    present = ~np.isnan(raw)
-    center = float(np.mean([raw[present & (labels == k)].mean() for k in (0, 1)]))
-    scale = float(np.std(raw[present])) or 1.0
+    columns, centers, scales = [], [], []
+    for name in names:
+        raw = np.array([np.nan if r["scores"].get(name) is None else score_logit(r["scores"][name]) for r in rows])
+        present = ~np.isnan(raw)
+        centers.append(float(np.mean([raw[present & (labels == k)].mean() for k in (0, 1)])))
+        scales.append(float(np.std(raw[present])) or 1.0)
+        columns.append(np.where(present, (raw - centers[-1]) / scales[-1], 0.0))
     kept = fusion.contributions  # the other checks' terms stay as they were
-    offset = np.array([sum(v for k, v in kept(r["scores"]).items() if k != name) for r in rows])
-    column = np.where(present, (raw - center) / scale, 0.0)[:, None]
-    (weight,), intercept = fit_logistic(column, labels, ["+"], offset=offset)
-    replace = lambda values, new: tuple(new if i == index else v for i, v in enumerate(values))  # noqa: E731
+    offset = np.array([sum(v for k, v in kept(r["scores"]).items() if k not in names) for r in rows])
+    weights, intercept = fit_logistic(np.stack(columns, axis=1), labels, ["+"] * len(names), offset=offset)
+    new = {name: (float(w), c, s) for name, w, c, s in zip(names, weights, centers, scales)}
+    column = lambda i, old: tuple(new[f][i] if f in new else v for f, v in zip(fusion.features, old))  # noqa: E731
     refitted = Fusion(
         fusion.features,
-        replace(fusion.weights, float(weight)),
-        replace(fusion.centers, center),
-        replace(fusion.scales, scale),
+        column(0, fusion.weights),
+        column(1, fusion.centers),
+        column(2, fusion.scales),
         intercept,
     )
     return refitted, strictest_threshold(refitted, rows, max_fpr)
