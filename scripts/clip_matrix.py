@@ -70,8 +70,9 @@ def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, rounds: int = 200, see
     return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
 
 
-def run_matrix(features, samples, usable, conditions, blocks, components, shrinkage, train_conditions=None,
-               fused_with=None):  # fmt: skip
+def run_matrix(
+    features, samples, usable, conditions, blocks, components, shrinkage, train_conditions=None, fused_with=None
+):
     """Every fold's metrics: ``{family: {condition: {...}}}``. With ``fused_with`` (a fusion and rows of the other
     evidence), also the fold's clip score fused with that evidence as the shipped model fuses it."""
     sources = np.array([s.source for s in samples])
@@ -125,8 +126,9 @@ def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels
     chosen = [i for i in np.flatnonzero(fakes | reals) if i in by_index]
     if not chosen:
         return {}
-    scores = np.array([fusion.log_odds({**by_index[i]["scores"], "clip": float(sigmoid(logits[i]))})
-                       for i in chosen])  # fmt: skip
+    scores = np.array(
+        [fusion.log_odds({**by_index[i]["scores"], "clip": float(sigmoid(logits[i]))}) for i in chosen]
+    )
     y = labels[chosen]
     if not y.any():  # this condition was scored for the held-out sources only
         return {}
@@ -155,8 +157,13 @@ def main() -> int:
     parser.add_argument("--shrinkage", type=float, default=0.1)
     parser.add_argument("--per-source", type=int, default=0, help="at most this many images per source")
     parser.add_argument("--card", help="also fuse each fold's clip score with this card's fusion (as shipped)")
-    parser.add_argument("--evidence-rows", type=Path, nargs="*", default=(),
-                        help="the other evidence of each image (rows of train_clip_head.py --rows-out)")  # fmt: skip
+    parser.add_argument(
+        "--evidence-rows",
+        type=Path,
+        nargs="*",
+        default=(),
+        help="the other evidence of each image (rows of train_clip_head.py --rows-out)",
+    )
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     tune_allocator()
@@ -165,21 +172,39 @@ def main() -> int:
     if args.per_source:
         samples = even_spread(samples, args.per_source)
     conditions = args.conditions.split(",")
-    features, usable = condition_features(samples, conditions, args.encoder, args.work,
-                                          input_size=args.size, view=args.view)  # fmt: skip
+    features, usable = condition_features(
+        samples, conditions, args.encoder, args.work, input_size=args.size, view=args.view
+    )
     fused_with = None
     if args.card:
         card = ModelCard.load(args.card)
         fused_with = (card.fusion, [r for p in args.evidence_rows for r in load_rows(p)], card.threshold)
-    report = {"data": str(args.data), "size": args.size, "view": args.view, "conditions": conditions,
-              "components": args.components, "shrinkage": args.shrinkage, "per_source": args.per_source,
-              "evaluation_reals": list(EVALUATION_REALS), "runs": {}}  # fmt: skip
+    report = {
+        "data": str(args.data),
+        "size": args.size,
+        "view": args.view,
+        "conditions": conditions,
+        "components": args.components,
+        "shrinkage": args.shrinkage,
+        "per_source": args.per_source,
+        "evaluation_reals": list(EVALUATION_REALS),
+        "runs": {},
+    }
     for block_text in args.blocks.split(";"):
         blocks = parse_blocks(block_text)
         started = time.time()
         train_conditions = args.train_conditions.split(",") if args.train_conditions else None
-        matrix = run_matrix(features, samples, usable, conditions, blocks,
-                            args.components, args.shrinkage, train_conditions, fused_with)  # fmt: skip
+        matrix = run_matrix(
+            features,
+            samples,
+            usable,
+            conditions,
+            blocks,
+            args.components,
+            args.shrinkage,
+            train_conditions,
+            fused_with,
+        )
         report["runs"][block_text] = matrix
         print(f"\nblocks {block_text} ({time.time() - started:.0f} s)")
         for condition in conditions:

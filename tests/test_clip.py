@@ -115,8 +115,12 @@ def test_positions_resize_to_other_grids_and_keep_the_class_position(state):
 
 def test_head_is_linear_in_the_standardised_tokens():
     rng = np.random.default_rng(0)
-    tensors = {"mean": rng.normal(size=1536), "scale": rng.uniform(0.5, 2, 1536), "coef": rng.normal(size=1536),
-               "intercept": np.array([0.3])}  # fmt: skip
+    tensors = {
+        "mean": rng.normal(size=1536),
+        "scale": rng.uniform(0.5, 2, 1536),
+        "coef": rng.normal(size=1536),
+        "intercept": np.array([0.3]),
+    }
     head = ClipHead((1, 3), tensors)
     tokens = rng.normal(size=(5, 4, 768))
     x = tokens[:, [1, 3]].reshape(5, -1)
@@ -142,8 +146,11 @@ def test_a_card_whose_clip_files_do_not_match_its_sha256_is_refused(tmp_path):
         pytest.skip("the default model has no clip view")
     head = tmp_path / "head.safetensors"
     head.write_bytes(card.clip.head_path.read_bytes()[:-1] + b" ")
-    altered = card.replace(clip=type(card.clip)(card.clip.config, card.clip.encoder_path, head,
-                                                card.clip.encoder_sha256, card.clip.head_sha256))  # fmt: skip
+    altered = card.replace(
+        clip=type(card.clip)(
+            card.clip.config, card.clip.encoder_path, head, card.clip.encoder_sha256, card.clip.head_sha256
+        )
+    )
     saved = altered.save(tmp_path / "altered.json")
     with pytest.raises(WeightsError, match="sha256"):
         ModelCard.load(saved.path).load_clip_state()

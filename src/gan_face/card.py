@@ -31,7 +31,7 @@ from .align import CROP_TEMPLATE, DetectorSettings
 from .errors import WeightsError
 from .fusion import Fusion
 
-DEFAULT_MODEL = "gan-face-v2"
+DEFAULT_MODEL = "gan-face-v3"
 CARD_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -415,7 +415,10 @@ def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str], metadat
     tensors = {
         k: (v.half() if v.is_floating_point() and "running" not in k else v).contiguous() for k, v in state.items()
     }
-    save_file(tensors, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    # one metadata entry: safetensors writes its metadata map in a random order per process, so two keys made
+    # the same weights a different file (and sha256) from run to run
+    folded = {"gan_face": json.dumps({k: str(v) for k, v in (metadata or {}).items()}, sort_keys=True)}
+    save_file(tensors, str(path), metadata=folded if metadata else None)
     os.chmod(path, 0o666 & ~_umask())  # as any file the user writes (safetensors' own file is owner-only)
     return path
 

@@ -71,8 +71,15 @@ class HeadStats:
     def from_tensors(cls, tensors: Mapping[str, np.ndarray]) -> "HeadStats":
         get = lambda k: np.asarray(tensors[f"stats.{k}"], np.float64)  # noqa: E731
         sources = tensors.get("stats.sources")
-        return cls(get("mean"), get("scale"), get("basis"), get("weight"), get("first"), get("second"),
-                   None if sources is None else np.asarray(sources, np.int64))  # fmt: skip
+        return cls(
+            get("mean"),
+            get("scale"),
+            get("basis"),
+            get("weight"),
+            get("first"),
+            get("second"),
+            None if sources is None else np.asarray(sources, np.int64),
+        )
 
 
 def source_weights(sources: Sequence[str], labels: np.ndarray) -> np.ndarray:
@@ -113,8 +120,15 @@ def fit_stats(
     if sources is not None:
         names, labels = np.asarray(sources), np.asarray(labels)
         counted = np.array([len(set(names[labels == c])) for c in (0, 1)], np.int64)
-    empty = HeadStats(mean, scale, basis, np.zeros(2), np.zeros((2, basis.shape[1])),
-                      np.zeros((2, basis.shape[1], basis.shape[1])), counted)  # fmt: skip
+    empty = HeadStats(
+        mean,
+        scale,
+        basis,
+        np.zeros(2),
+        np.zeros((2, basis.shape[1])),
+        np.zeros((2, basis.shape[1], basis.shape[1])),
+        counted,
+    )
     return empty.plus(features, labels, weights)
 
 
@@ -147,7 +161,11 @@ def head_tensors(stats: HeadStats, shrinkage: float = DEFAULT_SHRINKAGE) -> dict
     }
 
 
-def head_logits(stats: HeadStats, features: np.ndarray, shrinkage: float = DEFAULT_SHRINKAGE,
-                head: Optional[tuple[np.ndarray, float]] = None) -> np.ndarray:  # fmt: skip
+def head_logits(
+    stats: HeadStats,
+    features: np.ndarray,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+    head: Optional[tuple[np.ndarray, float]] = None,
+) -> np.ndarray:
     coef, intercept = head or lda_head(stats, shrinkage)
     return ((np.asarray(features, np.float64) - stats.mean) / stats.scale) @ coef + intercept

@@ -119,7 +119,8 @@ def _crops_file(pool: CropPool) -> Path:
 
 
 def head_inputs(tokens: np.ndarray, blocks: Mapping[int, int] | list[int]) -> np.ndarray:
-    """The head's features (the chosen blocks' CLS tokens side by side) from cached ``... x depth x 768`` tokens."""
+    """The head's features (the chosen blocks' CLS tokens side by side) from cached ``... x depth x 768``
+    tokens."""
     chosen = np.asarray(tokens)[..., list(blocks), :]
     return chosen.reshape(*chosen.shape[:-2], -1).astype(np.float32)
 
@@ -150,8 +151,15 @@ def condition_features(
     for k, condition in enumerate(conditions):
         variants = ConditionVariants([condition], seeds=None if only is None else chosen)
         spec = {"conditions": [condition], **({} if only is None else {"seeds": "index in the whole data set"})}
-        pool = build_pool(subset, cache_dir, CnnConfig(input_size=input_size, view=view), variants=1,
-                          make_variant=variants, spec=spec, workers=workers)  # fmt: skip
+        pool = build_pool(
+            subset,
+            cache_dir,
+            CnnConfig(input_size=input_size, view=view),
+            variants=1,
+            make_variant=variants,
+            spec=spec,
+            workers=workers,
+        )
         computed = pool_features(
             pool, encoder_path, cache_dir, input_size=input_size, depth=depth, workers=workers
         )
