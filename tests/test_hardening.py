@@ -45,7 +45,7 @@ def small_finetune(tmp_path_factory, astronaut):
     out = tmp_path_factory.mktemp("out") / "adapted.safetensors"
     result = CliRunner().invoke(
         main, ["finetune", "--real", str(root / "real"), "--fake", str(root / "fake"), "-o", str(out),
-               "--epochs", "1", "--samples-per-epoch", "64"],
+               "--base", "gan-face-v2", "--epochs", "1", "--samples-per-epoch", "64"],
     )  # fmt: skip
     return result, out
 
@@ -53,7 +53,7 @@ def small_finetune(tmp_path_factory, astronaut):
 def test_small_finetune_keeps_the_base_threshold_and_says_why(small_finetune):
     result, out = small_finetune
     assert result.exit_code == 0, result.output
-    shipped = ModelCard.load()
+    shipped = ModelCard.load("gan-face-v2")  # the fine-tune's base
     adapted = ModelCard.load(out)
     assert adapted.threshold == shipped.threshold and adapted.fusion == shipped.fusion
     assert "needs at least 100" in result.output and "kept" in result.output  # the warning, with the numbers
@@ -71,7 +71,7 @@ def test_finetuned_card_carries_its_own_evaluation_and_readable_weights(small_fi
     assert oct(out.stat().st_mode & 0o777) == oct(out.with_suffix(".json").stat().st_mode & 0o777)
     # the base model's frame CNN (not fine-tuned) is copied beside the new model, unchanged: it stands alone
     assert card.frame.weights_path == out.with_name("adapted-frame.safetensors")
-    assert card.frame.sha256 == ModelCard.load().frame.sha256 and card.frame.weights_path.exists()
+    assert card.frame.sha256 == ModelCard.load("gan-face-v2").frame.sha256 and card.frame.weights_path.exists()
 
 
 def test_a_refused_finetune_leaves_nothing_behind(tmp_path, monkeypatch, astronaut):
@@ -97,11 +97,15 @@ def test_refitted_threshold_is_never_silently_lowered(tmp_path, astronaut):
     settings = FinetuneSettings(
         epochs=1, samples_per_epoch=64, variants=1, val_fraction=0.5, min_calibration_reals=1
     )
-    report = finetune(root / "real", root / "fake", tmp_path / "a.safetensors", settings=settings)
+    # the CNN fine-tune's calibration (gan-face-v2 has no clip view; v3's head step is guarded the same way)
+    report = finetune(
+        root / "real", root / "fake", tmp_path / "a.safetensors", base="gan-face-v2", settings=settings
+    )
     assert report.calibration.startswith("the CNN's calibration and the threshold refitted")
-    assert report.threshold >= ModelCard.load().threshold or report.warnings == []
+    base = ModelCard.load("gan-face-v2")
+    assert report.threshold >= base.threshold or report.warnings == []
     if any("below the base model's" in w for w in report.warnings):
-        assert report.threshold == ModelCard.load().threshold
+        assert report.threshold == base.threshold
 
 
 # 2. --resume keeps input order and the summary counts the whole report -----------------------------------------

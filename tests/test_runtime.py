@@ -87,7 +87,8 @@ def test_auto_checks_give_the_same_likelihood_and_say_what_was_skipped(detector,
     flagged = Detector(checks="auto", threshold=0.0).score(astronaut)
     assert not_computed(flagged.checks) == []
     assert flagged.checks["symmetry"].score == full.checks["symmetry"].score
-    assert auto.wants_explanation(0.9) and not auto.wants_explanation(0.5) and auto.wants_explanation(None)
+    # explained from log-odds 2 below the threshold's (0.92 at gan-face-v3's 0.9884)
+    assert auto.wants_explanation(0.93) and not auto.wants_explanation(0.5) and auto.wants_explanation(None)
 
 
 def test_scan_reports_the_checks_not_computed(tmp_path, astronaut):

@@ -108,7 +108,7 @@ def test_a_leave_one_out_fold_on_a_tiny_tree(tmp_path, astronaut):
     assert 0.0 <= avatar["templated"]["auc"] <= 1.0 and "real/held" in avatar["real_flagged_at_1pct"]
     assert set(report["metrics"]) == {"avatar", "gray"} and report["kind"] == "gan"
     # the fold's checkpoint and result are on disk: a rerun returns the result without training
-    assert (tmp_path / "work" / "templated" / "checkpoint.json").exists()
+    assert (tmp_path / "work" / "templated" / "latest.json").exists()  # the fold's checkpoint (resumable)
     rerun = run_fold(fold, train_pool, eval_pool, config, settings, tmp_path / "work",
                      real_sources=("real/held",), conditions=("avatar", "gray"))  # fmt: skip
     assert rerun == report

@@ -507,6 +507,8 @@ def finetune(
         teacher = load_torch_cnn(base_card)
     if head:  # checks the clip files against the card's sha256 before any work is done
         base_card.load_clip_state()
+        if not cnn:  # the CNN is copied as it is: it must read as plain tensors (a pickle payload is refused)
+            base_card.load_state_dict("cnn")
     samples, problems = _user_samples(real_dir, fake_dir)
     partial = partial_dir(output)
     run = _run_settings(real_dir, fake_dir, base_card, settings, base_validation, base_validation_max, samples)
