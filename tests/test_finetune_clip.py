@@ -10,7 +10,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import face_tree
 
-from gan_face.card import ClipConfig, ClipNetwork, ModelCard, file_sha256, load_state_dict
+from gan_face.card import (
+    DEFAULT_MODEL,
+    ClipConfig,
+    ClipNetwork,
+    ModelCard,
+    file_sha256,
+    load_state_dict,
+    shipped_card_path,
+)
 from gan_face.errors import WeightsError
 from gan_face.fusion import Fusion
 from gan_face.outputs.cli import main
@@ -18,7 +26,8 @@ from gan_face.training.clip_head import HeadStats, fit_stats, head_tensors, sour
 
 pytest.importorskip("torch")
 
-ENCODER = Path(__file__).resolve().parents[1] / "models" / "clip-vit-b16.safetensors"
+# the encoder among the installed shipped models (what a card names by its bare name), not the source tree's copy
+ENCODER = (shipped_card_path(DEFAULT_MODEL).parent / "clip-vit-b16.safetensors").resolve()
 WIDTH = 768  # blocks=(11,): one CLS token
 BASE_SOURCES = ("real/a", "real/b", "fake/x", "fake/y", "fake/z")
 
