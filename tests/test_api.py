@@ -38,7 +38,7 @@ def test_error_classes_are_importable_from_the_package():
 
 
 def test_verdict_reason_is_the_scan_reason(tmp_path):
-    """``Verdict.reason`` is the sentence of scan's ``reason`` column, for a flag and for a miss (examples/)."""
+    """``Verdict.reason`` is the sentence of scan's ``reason`` column (examples/)."""
     import csv
 
     from click.testing import CliRunner
@@ -50,7 +50,7 @@ def test_verdict_reason_is_the_scan_reason(tmp_path):
     assert CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"]).exit_code == 0
     with open(out, newline="") as handle:
         rows = {row["path"]: row for row in csv.DictReader(handle)}
-    assert {"astronaut.jpg", "sd3_male_512_75.jpg"} <= set(rows)
+    assert "astronaut.jpg" in rows
     for name, row in rows.items():
         verdict = is_synthetic(REPO / "examples" / name)
         assert verdict.reason and verdict.reason.endswith(".")

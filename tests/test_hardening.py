@@ -297,26 +297,43 @@ def test_readme_first_command_reruns_and_its_report_is_ignored_by_git(tmp_path):
     assert ignored.returncode == 0
 
 
-def test_quick_start_scan_flags_the_generated_examples_and_not_the_real_photo(tmp_path):
-    """examples/ holds a real photo and three generated faces (examples/README.md): the first scan a newcomer runs
-    shows a miss and flags side by side. Each file is named in examples/README.md with its sha256."""
-    import hashlib
+def test_quick_start_scan_does_not_flag_the_real_photo():
+    """examples/ ships one real photo (generated faces are training data and stay out of the repository): the first
+    scan a newcomer runs must not flag it."""
+    from gan_face import is_synthetic
 
+    assert sorted(p.name for p in (REPO / "examples").iterdir()) == ["README.md", "astronaut.jpg"]
+    assert not is_synthetic(REPO / "examples" / "astronaut.jpg").synthetic
+
+
+@pytest.mark.data
+def test_the_portraits_examples_readme_names_are_flagged_beside_the_real_photo(tmp_path):
+    """The three public-domain SD3 portraits examples/README.md tells a reader to copy in are flagged, next to the
+    real photo that is not: the miss and the flags side by side, with the sha256 the README gives."""
+    import hashlib
+    import shutil
+
+    source = REPO.parent / "shared" / "data" / "fake" / "sd3_fakerjs"
+    if not source.is_dir():
+        pytest.skip("needs ../shared/data")
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "astronaut.jpg", folder)
+    listing = (REPO / "examples" / "README.md").read_text()
+    for name in ("female_512_67.jpg", "female_512_96.jpg", "male_512_75.jpg"):
+        shutil.copy(source / name, folder)
+        digest = hashlib.sha256((source / name).read_bytes()).hexdigest()
+        assert f"`{digest[:8]}...{digest[-6:]}`" in listing, name
     out = tmp_path / "scan.csv"
-    result = CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"])
+    result = CliRunner().invoke(main, ["scan", str(folder), "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     flags = {row["path"]: row["synthetic"] for row in _rows(out)}
     assert flags == {
         "astronaut.jpg": "false",
-        "sd3_female_512_67.jpg": "true",
-        "sd3_female_512_96.jpg": "true",
-        "sd3_male_512_75.jpg": "true",
+        "female_512_67.jpg": "true",
+        "female_512_96.jpg": "true",
+        "male_512_75.jpg": "true",
     }
-    listing = (REPO / "examples" / "README.md").read_text()
-    for name in flags:
-        assert f"`{name}`" in listing
-        if name.startswith("sd3_"):
-            assert hashlib.sha256((REPO / "examples" / name).read_bytes()).hexdigest() in listing, name
 
 
 # 9. fine-tuning without the training extras says so at once ------------------------------------------------------
