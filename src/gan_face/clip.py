@@ -23,9 +23,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from ._math import sigmoid
 from .align import Face
 from .card import ClipConfig, ModelCard
+from .cnn import learnt_results
 from .errors import WeightsError
 from .result import CheckResult
 from .views import cut_view
@@ -113,18 +113,8 @@ class ClipScorer:
 
     def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
         crops = [clip_input(img, face, self.config) for img, face in zip(images, faces) if face is not None]
-        logits = iter(self.logits(crops))
-        results = []
-        for face in faces:
-            if face is None:
-                results.append(
-                    CheckResult(self.name, None, "No face found, so the CLIP view had nothing to judge.")
-                )
-                continue
-            logit = float(next(logits))
-            probability = sigmoid(logit)
-            results.append(CheckResult(self.name, probability, explain_clip(probability), (), {"logit": logit}))
-        return results
+        no_face = "No face found, so the CLIP view had nothing to judge."
+        return learnt_results(self.name, faces, self.logits(crops), explain_clip, no_face)
 
 
 def load_clip(card: ModelCard, device: Optional[str] = None, *, streams: int = 1) -> ClipScorer:

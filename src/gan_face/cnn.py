@@ -12,7 +12,7 @@ The config travels with the weights in the model card and drives training and in
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -101,19 +101,34 @@ class CnnScorer:
 
     def results(self, faces: Sequence[Optional[Face]], face_logits: np.ndarray) -> list[CheckResult]:
         """The check results of :meth:`score_faces` from the logits of the images that have a face, in order."""
-        logits = iter(face_logits)
-        results = []
-        for face in faces:
-            if face is None:
-                results.append(
-                    CheckResult(self.name, None, "No face found, so the neural network had nothing to judge.")
-                )
-                continue
-            logit = float(next(logits))
-            probability = sigmoid(logit)
-            explanation = explain_cnn(probability, self.config.view)
-            results.append(CheckResult(self.name, probability, explanation, (), {"logit": logit}))
-        return results
+        return learnt_results(
+            self.name,
+            faces,
+            face_logits,
+            lambda p: explain_cnn(p, self.config.view),
+            "No face found, so the neural network had nothing to judge.",
+        )
+
+
+def learnt_results(
+    name: str,
+    faces: Sequence[Optional[Face]],
+    face_logits: np.ndarray,
+    explain: Callable[[float], str],
+    no_face: str,
+) -> list[CheckResult]:
+    """A learnt view's check result per image from the logits of the images that have a face (in order): its
+    probability, explanation and logit, or ``score=None`` with ``no_face`` where there was nothing to judge."""
+    logits = iter(face_logits)
+    results = []
+    for face in faces:
+        if face is None:
+            results.append(CheckResult(name, None, no_face))
+            continue
+        logit = float(next(logits))
+        probability = sigmoid(logit)
+        results.append(CheckResult(name, probability, explain(probability), (), {"logit": logit}))
+    return results
 
 
 def card_network_state(card: ModelCard, network: str = "cnn") -> tuple[CnnConfig, dict[str, np.ndarray]]:
