@@ -87,8 +87,8 @@ SCAN_CODE = (
     "    if not os.path.realpath(gan_face.__file__).startswith(os.path.realpath(code) + os.sep):\n"
     "        sys.exit(f'gan_face was imported from {gan_face.__file__}, not from {code}')\n"
     "from gan_face.outputs.cli import main\n"
-    "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start)\n"
+    "try:\n    main()\n    status = 0\nexcept SystemExit as exc:\n    status = exc.code\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start, status)\n"
 )
 
 
@@ -104,7 +104,9 @@ def finish_scan(process: subprocess.Popen, start: float, files: int) -> dict:
     seconds = time.perf_counter() - start
     if process.returncode != 0 or not stdout.strip():
         raise RuntimeError(f"scan failed ({process.returncode}): {stderr[-2000:]}")
-    peak_kib, _ = stdout.strip().splitlines()[-1].split()
+    peak_kib, _, status = stdout.strip().splitlines()[-1].split()
+    if status not in ("0", "None"):  # a scan that stopped (a model that does not load) is not a fast scan
+        raise RuntimeError(f"scan exited with {status}: {stderr[-2000:]}")
     return {
         "files": files,
         "seconds": round(seconds, 2),
@@ -363,7 +365,6 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
     from collections import defaultdict
 
     from gan_face.checks import CHECKS
-    from gan_face.cnn import crop_for_cnn
     from gan_face.detector import Detector
     from gan_face.io import load_image
     from gan_face.outputs.report import CsvRowWriter, columns_for, verdict_row
@@ -416,14 +417,11 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
         spent["detect: total"] += clock() - start
         mains = [faces[0] if faces else None for faces in all_faces]
         learnt: list[dict] = [{} for _ in images]
-        for name, cnn in detector.networks.items():
+        for name, network in detector.networks.items():
             start = clock()
-            crops = [crop_for_cnn(img, face, cnn.config) for img, face in zip(images, mains) if face is not None]
-            spent[f"{name}: {cnn.config.view} crops"] += clock() - start
-            start = clock()
-            logits = cnn.logits(crops)
-            spent[f"{name}: CNN forward"] += clock() - start
-            for found, result in zip(learnt, cnn.results(mains, logits)):
+            results = network.score_faces(images, mains)
+            spent[f"{name}: {network.config.view} crops and forward"] += clock() - start
+            for found, result in zip(learnt, results):
                 found[name] = result
         checks = []
         for image, face in zip(images, mains):

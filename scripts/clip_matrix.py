@@ -22,7 +22,7 @@ import numpy as np
 
 from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
-from gan_face.card import ModelCard
+from gan_face.card import DEFAULT_GROUP_SIZE, ModelCard
 from gan_face.training.clip_head import fit_stats, head_logits, source_weights
 from gan_face.training.datasets import index_tree
 from gan_face.training.features import condition_features, head_inputs
@@ -155,6 +155,7 @@ def main() -> int:
     parser.add_argument("--blocks", default="0-11", help="comma-separated blocks or ranges; several sets by ';'")
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=0.1)
+    parser.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="int8 activation group")
     parser.add_argument("--per-source", type=int, default=0, help="at most this many images per source")
     parser.add_argument("--card", help="also fuse each fold's clip score with this card's fusion (as shipped)")
     parser.add_argument(
@@ -173,7 +174,13 @@ def main() -> int:
         samples = even_spread(samples, args.per_source)
     conditions = args.conditions.split(",")
     features, usable = condition_features(
-        samples, conditions, args.encoder, args.work, input_size=args.size, view=args.view
+        samples,
+        conditions,
+        args.encoder,
+        args.work,
+        input_size=args.size,
+        view=args.view,
+        group_size=args.group_size,
     )
     fused_with = None
     if args.card:
@@ -187,6 +194,7 @@ def main() -> int:
         "components": args.components,
         "shrinkage": args.shrinkage,
         "per_source": args.per_source,
+        "group_size": args.group_size,
         "evaluation_reals": list(EVALUATION_REALS),
         "runs": {},
     }

@@ -22,11 +22,13 @@ import json
 import sys
 from pathlib import Path
 
+from gan_face._runtime import configure_threads
 from gan_face.detector import Detector
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree
 from gan_face.training.metrics import evaluation_report, format_table
-from gan_face.training.scoring import load_rows, save_rows, score_samples
+from gan_face.training.scoring import load_rows, save_rows, score_jobs, score_samples
+from gan_face.training.splits import held_out_half
 
 COLUMNS = ["n_real", "n_fake", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fpr_at_threshold", "ece"]
 
@@ -69,6 +71,12 @@ def main(argv=None) -> int:
     parser.add_argument("--save-rows", type=Path, help="also save every scored image's check scores (JSON lines)")
     parser.add_argument("--from-rows", type=Path, help="re-fuse rows saved by --save-rows with the same CNN")
     parser.add_argument("--store-in-card", metavar="PROTOCOL", help="write the report into the --weights card")
+    parser.add_argument(
+        "--held-out-half",
+        choices=("calibration", "test"),
+        help="only this half of the held-out sources (training.splits.V3_HOLDOUT split by identity, seed 0), "
+        "each image's condition seeded by its index in the whole data set (as the feature caches)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -81,13 +89,18 @@ def main(argv=None) -> int:
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         parser.error(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
-    detector = Detector(weights=args.weights, threshold=args.threshold)
+    detector = Detector(weights=args.weights, threshold=args.threshold, workers=configure_threads())
     if args.from_rows:
         fusion = detector.card.fusion
         rows = [r for r in load_rows(args.from_rows) if r["condition"] in conditions]
         for row in rows:
             row["likelihood"] = fusion.likelihood(row["scores"]) if fusion.has_evidence(row["scores"]) else None
         samples = list({r["sample"].path: r["sample"] for r in rows}.values())
+    elif args.held_out_half:
+        wanted = {s.path for s in held_out_half(samples, args.held_out_half)}
+        jobs = [(i, c) for c in conditions for i, s in enumerate(samples) if s.path in wanted]
+        rows = score_jobs(detector, samples, jobs, batch_size=args.batch_size, progress=not args.quiet)
+        samples = [s for s in samples if s.path in wanted]
     else:
         rows = score_samples(detector, samples, conditions, batch_size=args.batch_size, progress=not args.quiet)
     if args.save_rows:
@@ -118,7 +131,8 @@ def main(argv=None) -> int:
     if args.store_in_card:
         if args.threshold is not None or detector.card.path is None:
             parser.error("--store-in-card needs --weights naming a card, scored at its own threshold")
-        stored = {k: v for k, v in payload.items() if k != "model"} | {"data": args.data.name}  # no local paths
+        data = f"{args.held_out_half} half of the held-out sources" if args.held_out_half else args.data.name
+        stored = {k: v for k, v in payload.items() if k != "model"} | {"data": data}  # no local paths
         evaluation = {"protocol": args.store_in_card, **stored}
         detector.card.with_sections(evaluation=evaluation).save(detector.card.path)
         print(f"wrote the evaluation into {detector.card.path}")

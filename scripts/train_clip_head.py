@@ -24,14 +24,14 @@ import numpy as np
 
 from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
-from gan_face.card import ClipConfig, ClipNetwork, CnnConfig, ModelCard, file_sha256
+from gan_face.card import DEFAULT_GROUP_SIZE, ClipConfig, ClipNetwork, CnnConfig, ModelCard, file_sha256
 from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, lda_head, source_weights
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree, manifest_digest
 from gan_face.training.features import condition_features, head_inputs, pool_features
 from gan_face.training.pools import FfhqVariants, build_pool
 from gan_face.training.scoring import load_rows, save_rows
-from gan_face.training.splits import V3_HOLDOUT, split_by_identity
+from gan_face.training.splits import V3_HOLDOUT, held_out_half
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_matrix import parse_blocks  # noqa: E402
@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", required=True, type=Path, help="the new card (.json)")
     parser.add_argument("--name", help="the model's name (default: the card's file name)")
     parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="int8 activation group")
     parser.add_argument("--view", default="frame", choices=("frame", "face"))
     parser.add_argument("--blocks", default="0-11")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
@@ -72,7 +73,8 @@ def main() -> int:
         nargs="*",
         default=(),
         help="rows of the base model's evidence (training.scoring.score_jobs, seeded by the data "
-        "set's index) to which the new head's clip score is added from the cache",
+        "set's index) to which the new head's clip score is added from the cache; a file that does not exist is "
+        "made first: the base card without its clip view scores the held-out sources under every condition",
     )
     parser.add_argument("--rows-out", type=Path, help="where those rows go, each marked with its half")
     args = parser.parse_args()
@@ -83,7 +85,13 @@ def main() -> int:
     conditions = args.conditions.split(",")
     samples = index_tree(args.data)
     features, usable = condition_features(
-        samples, conditions, args.study_encoder, args.work, input_size=args.size, view=args.view
+        samples,
+        conditions,
+        args.study_encoder,
+        args.work,
+        input_size=args.size,
+        view=args.view,
+        group_size=args.group_size,
     )
     sources = np.array([s.source for s in samples])
     excluded = [x for x in args.exclude.split(",") if x]
@@ -105,7 +113,11 @@ def main() -> int:
             make_variant=FfhqVariants(),
             spec={"variants": "ffhq_realign"},
         )
-        extra = np.asarray(pool_features(pool, args.study_encoder, args.work, input_size=args.size, depth=12))
+        extra = np.asarray(
+            pool_features(
+                pool, args.study_encoder, args.work, input_size=args.size, depth=12, group_size=args.group_size
+            )
+        )
         kept = np.flatnonzero(pool.usable & train[pooled])
         x = np.concatenate([x, head_inputs(extra[kept, 0], blocks)])
         y = np.concatenate([y, [trained[i].label for i in kept]])
@@ -126,7 +138,7 @@ def main() -> int:
         metadata={"what": "gan-face clip view head (shrunk LDA) and its sufficient statistics"},
     )
     clip = ClipNetwork(
-        ClipConfig(input_size=args.size, blocks=tuple(blocks), view=args.view),
+        ClipConfig(input_size=args.size, blocks=tuple(blocks), view=args.view, group_size=args.group_size),
         args.encoder.resolve(),
         head_path.resolve(),
         file_sha256(args.encoder),
@@ -153,6 +165,9 @@ def main() -> int:
     card.save(args.output)
     print(f"{args.output}: clip view on blocks {blocks} at {args.size} px ({args.view}); head {head_path.name}")
     if args.evidence_rows:
+        for path in args.evidence_rows:
+            if not path.exists():
+                score_base_evidence(base, samples, args.work, path)
         rows = [row for path in args.evidence_rows for row in load_rows(path)]
         by_condition = {c: (features[:, k], usable) for k, c in enumerate(conditions)}
         for condition in sorted(
@@ -166,6 +181,7 @@ def main() -> int:
                 args.work,
                 input_size=args.size,
                 view=args.view,
+                group_size=args.group_size,
                 only=wanted,
             )
             by_condition[condition] = (extra[:, 0], extra_usable)
@@ -175,13 +191,25 @@ def main() -> int:
     return 0
 
 
+def score_base_evidence(base: ModelCard, samples, work: Path, path: Path) -> None:
+    """Rows of every held-out image under every condition, scored by ``base`` without its clip view (the
+    evidence the new clip score joins)."""
+    from gan_face._runtime import configure_threads
+    from gan_face.detector import Detector
+    from gan_face.training.scoring import score_jobs
+
+    without_clip = base.replace(clip=None).save(work / f"{base.name}-without-clip.json")
+    detector = Detector(without_clip.path, workers=configure_threads())
+    jobs = [(i, c) for c in CONDITIONS for i, s in enumerate(samples) if s.source in V3_HOLDOUT]
+    save_rows(score_jobs(detector, samples, jobs), path)
+    print(f"{path}: {len(jobs)} rows of {base.name}'s evidence without its clip view")
+
+
 def add_clip_scores(rows, by_condition, stats, shrinkage, blocks, samples) -> None:
     """Each row's ``clip`` score from the cached features of its image and condition (``by_condition``:
     condition -> (features, usable); the runtime's encoder on the same crop), and its ``half`` of the held-out
     sources (calibration, test; ``None`` outside them)."""
-    held = [s for s in samples if s.source in V3_HOLDOUT]
-    calibration, test = split_by_identity(held, 0.5, seed=0)
-    half = {**{s.path: "calibration" for s in calibration}, **{s.path: "test" for s in test}}
+    half = {s.path: name for name in ("calibration", "test") for s in held_out_half(samples, name)}
     coef_intercept = lda_head(stats, shrinkage)
     for row in rows:
         i = row["index"]

@@ -108,6 +108,10 @@ class Network:
         )
 
 
+#: OpenVINO's own activation group for int8 layers (:class:`gan_face.clip.ClipEncoder`).
+DEFAULT_GROUP_SIZE = 32
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """What the clip view reads: the frozen encoder's input (the whole frame's centred square, or the aligned face,
@@ -116,6 +120,8 @@ class ClipConfig:
     input_size: int = 160
     blocks: tuple[int, ...] = tuple(range(12))
     view: str = "frame"
+    #: activations quantised to int8 per group of this many channels (:class:`gan_face.clip.ClipEncoder`)
+    group_size: int = DEFAULT_GROUP_SIZE
     crop_template: tuple[tuple[float, float], ...] = field(
         default_factory=lambda: tuple(map(tuple, CROP_TEMPLATE.tolist()))  # type: ignore[arg-type]
     )
@@ -127,6 +133,8 @@ class ClipConfig:
             raise ValueError(f"clip blocks {self.blocks}: increasing block indices in 0..11")
         if self.blocks[-1] > 11:
             raise ValueError(f"clip blocks {self.blocks}: increasing block indices in 0..11")
+        if self.group_size < 1:
+            raise ValueError(f"clip group_size {self.group_size}: a positive number of channels")
 
     @property
     def depth(self) -> int:
@@ -138,6 +146,8 @@ class ClipConfig:
             "input_size": self.input_size,
             "blocks": list(self.blocks),
             "view": self.view,
+            # written when it is not OpenVINO's default, so cards made before it was a choice stay as they were
+            **({"group_size": self.group_size} if self.group_size != DEFAULT_GROUP_SIZE else {}),
             "crop_template": [list(p) for p in self.crop_template],
         }
 

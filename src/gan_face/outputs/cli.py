@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from .. import __version__
+from ..card import DEFAULT_MODEL, shipped_models
 from ..detector import DEFAULT_BATCH_SIZE
 from ..errors import GanFaceError, OutputExistsError, TrainingDataError, WeightsError
 from ..io import DEFAULT_MAX_PIXELS
@@ -16,8 +17,8 @@ from ..io import DEFAULT_MAX_PIXELS
 #: options scan and serve share: which model, its operating point, where it runs, which checks
 weights_option = click.option(
     "--weights",
-    help="A shipped model's name (gan-face-v1; default gan-face-v2) or a fine-tuned model (.safetensors or its "
-    ".json card).",
+    help=f"A shipped model's name ({', '.join(shipped_models())}; default {DEFAULT_MODEL}) or a fine-tuned model "
+    "(.safetensors or its .json card).",
 )
 threshold_option = click.option(
     "--threshold", type=click.FloatRange(0.0, 1.0), help="Flag images with likelihood >= T (default: the model's)."

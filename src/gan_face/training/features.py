@@ -20,7 +20,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..card import file_sha256, load_state_dict
+from ..card import DEFAULT_GROUP_SIZE, file_sha256, load_state_dict
 from ..clip import ClipEncoder
 from .pools import CropPool
 
@@ -30,8 +30,16 @@ log = logging.getLogger(__name__)
 CHUNK = 64
 
 
-def features_key(pool: CropPool, encoder_sha256: str, input_size: int, depth: int) -> str:
+def features_key(
+    pool: CropPool,
+    encoder_sha256: str,
+    input_size: int,
+    depth: int,
+    group_size: int = DEFAULT_GROUP_SIZE,
+) -> str:
     spec = {"pool": pool.key, "encoder": encoder_sha256, "input_size": input_size, "depth": depth}
+    if group_size != DEFAULT_GROUP_SIZE:  # the keys of caches made before it was a choice stay valid
+        spec["group_size"] = group_size
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -40,13 +48,18 @@ class _Worker:
 
     encoder: Optional[ClipEncoder] = None
 
-    def __init__(self, encoder_path: str, input_size: int, depth: int, crops_path: str, shape: tuple) -> None:
+    def __init__(
+        self, encoder_path: str, input_size: int, depth: int, group_size: int, crops_path: str, shape: tuple
+    ) -> None:
         self.encoder_path, self.input_size, self.depth = encoder_path, input_size, depth
+        self.group_size = group_size
         self.crops_path, self.shape = crops_path, shape
 
     def __call__(self, chunk: tuple[int, list[int]]):
         if _Worker.encoder is None:
-            _Worker.encoder = ClipEncoder(load_state_dict(self.encoder_path), self.input_size, self.depth)
+            _Worker.encoder = ClipEncoder(
+                load_state_dict(self.encoder_path), self.input_size, self.depth, group_size=self.group_size
+            )
         start, rows = chunk
         crops = np.memmap(self.crops_path, np.uint8, "r", shape=self.shape)
         n, k = len(rows), self.shape[1]
@@ -61,6 +74,7 @@ def pool_features(
     *,
     input_size: int,
     depth: int,
+    group_size: int = DEFAULT_GROUP_SIZE,
     workers: int = 2,
     progress: bool = True,
 ) -> np.ndarray:
@@ -70,7 +84,7 @@ def pool_features(
         raise ValueError(f"the pool's crops are {pool.crops.shape[2]} px, the encoder is asked for {input_size}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = features_key(pool, file_sha256(encoder_path), input_size, depth)
+    key = features_key(pool, file_sha256(encoder_path), input_size, depth, group_size)
     data_path, done_path = cache_dir / f"clip_{key}.f16", cache_dir / f"clip_{key}.done.json"
     n, k = pool.crops.shape[:2]
     shape = (n, k, depth, 768)
@@ -82,7 +96,9 @@ def pool_features(
     todo = [c for c in chunks if c[0] not in done]
     if todo:
         log.info("clip features %s: %d of %d chunks to compute (%s)", key, len(todo), len(chunks), data_path)
-        worker = _Worker(str(encoder_path), input_size, depth, str(_crops_file(pool)), tuple(pool.crops.shape))
+        worker = _Worker(
+            str(encoder_path), input_size, depth, group_size, str(_crops_file(pool)), tuple(pool.crops.shape)
+        )
         from tqdm import tqdm
 
         bar = tqdm(total=sum(len(r) for _, r in todo), disable=not progress, desc="clip features", unit="img")
@@ -134,6 +150,7 @@ def condition_features(
     input_size: int,
     view: str = "frame",
     depth: int = 12,
+    group_size: int = DEFAULT_GROUP_SIZE,
     workers: int = 2,
     only: Optional[Sequence[int]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +178,13 @@ def condition_features(
             workers=workers,
         )
         computed = pool_features(
-            pool, encoder_path, cache_dir, input_size=input_size, depth=depth, workers=workers
+            pool,
+            encoder_path,
+            cache_dir,
+            input_size=input_size,
+            depth=depth,
+            group_size=group_size,
+            workers=workers,
         )
         features[chosen, k] = computed[:, 0]
         usable[chosen] = pool.usable

@@ -79,7 +79,7 @@ def user_features(
     todo = [rows for rows in chunks if not _chunk_path(folder, rows[0]).exists()]
     if todo:
         encoder_state, _ = card.load_clip_state()
-        encoder = ClipEncoder(encoder_state, config.input_size, config.depth, runtime_device(None), workers)
+        encoder = ClipEncoder.for_config(encoder_state, config, runtime_device(None), workers)
         template = np.asarray(config.crop_template)
 
         def compute(rows: list[int]) -> None:

@@ -41,25 +41,36 @@ def score_jobs(
 ) -> list[dict]:
     """:func:`score_samples` for chosen ``(sample index, condition)`` pairs: the condition of ``samples[i]`` is
     seeded with ``i``, so a subset of a data set gets the same conditioned images as the whole (and as the
-    crop and feature caches, which seed the same way). Rows also hold the sample's ``index``."""
+    crop and feature caches, which seed the same way). Rows also hold the sample's ``index``. Batches run on
+    the detector's ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    rows: list[dict] = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="scoring", unit="batch", disable=not progress):
-        chunk = jobs[start : start + batch_size]
+    def run(chunk: Sequence[tuple[int, str]]):
         images = [apply_condition(load_image(samples[i].path), c, seed=i) for i, c in chunk]
-        for (i, condition), verdict in zip(chunk, detector.score_arrays(images)):
-            rows.append(
-                {
-                    "sample": samples[i],
-                    "index": i,
-                    "condition": condition,
-                    "likelihood": verdict.likelihood,
-                    "status": verdict.status,
-                    "scores": {name: result.score for name, result in verdict.checks.items()},
-                }
+        return chunk, detector.score_arrays(images)
+
+    chunks = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=detector.workers) as pool:
+        scored = tqdm(pool.map(run, chunks), total=len(chunks), desc="scoring", unit="batch", disable=not progress)
+        for chunk, verdicts in scored:
+            rows.extend(
+                _row(samples[i], i, condition, verdict) for (i, condition), verdict in zip(chunk, verdicts)
             )
     return rows
+
+
+def _row(sample: Sample, i: int, condition: str, verdict) -> dict:
+    return {
+        "sample": sample,
+        "index": i,
+        "condition": condition,
+        "likelihood": verdict.likelihood,
+        "status": verdict.status,
+        "scores": {name: result.score for name, result in verdict.checks.items()},
+    }
 
 
 def row_likelihoods(rows: Sequence[dict]) -> np.ndarray:

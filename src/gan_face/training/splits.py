@@ -41,6 +41,14 @@ V3_HOLDOUT = DEFAULT_HOLDOUT + (
 )
 
 
+def held_out_half(samples: Sequence[Sample], half: str) -> list[Sample]:
+    """The ``"calibration"`` or ``"test"`` half of ``V3_HOLDOUT``'s samples (by identity, seed 0): the halves
+    gan-face-v3's fusion is fitted on and evaluated on."""
+    held = [s for s in samples if s.source in V3_HOLDOUT]
+    calibration, test = split_by_identity(held, 0.5, seed=0)
+    return {"calibration": calibration, "test": test}[half]
+
+
 def split_by_identity(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Split each source so that ``fraction`` of its identities go to the second part; one person, one side."""
     rng = np.random.default_rng(seed)
