@@ -132,6 +132,7 @@ def main() -> int:
 
     base = ModelCard.load(args.base)
     head_path = args.output.with_name(args.output.stem + "-clip-head.safetensors")
+    head_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: np.ascontiguousarray(v) for k, v in tensors.items()},
         str(head_path),
@@ -165,9 +166,9 @@ def main() -> int:
     card.save(args.output)
     print(f"{args.output}: clip view on blocks {blocks} at {args.size} px ({args.view}); head {head_path.name}")
     if args.evidence_rows:
-        for path in args.evidence_rows:
-            if not path.exists():
-                score_base_evidence(base, samples, args.work, path)
+        missing = [path for path in args.evidence_rows if not path.exists()]
+        if missing:
+            score_base_evidence(base, samples, conditions, args.work, args.evidence_rows, missing[0])
         rows = [row for path in args.evidence_rows for row in load_rows(path)]
         by_condition = {c: (features[:, k], usable) for k, c in enumerate(conditions)}
         for condition in sorted(
@@ -191,18 +192,23 @@ def main() -> int:
     return 0
 
 
-def score_base_evidence(base: ModelCard, samples, work: Path, path: Path) -> None:
-    """Rows of every held-out image under every condition, scored by ``base`` without its clip view (the
-    evidence the new clip score joins)."""
+def score_base_evidence(base: ModelCard, samples, conditions, work: Path, paths, missing: Path) -> None:
+    """Write to ``missing`` the rows the files ``paths`` lack, scored by ``base`` without its clip view (the
+    evidence the new clip score joins): the held-out sources under every condition (fusion and test half) and the
+    other generated faces under the head's conditions (the fused figures of the leave-one-family-out matrix)."""
     from gan_face._runtime import configure_threads
     from gan_face.detector import Detector
     from gan_face.training.scoring import score_jobs
 
+    have = {(r["index"], r["condition"]) for path in paths if path.exists() for r in load_rows(path)}
+    wanted = [(i, c) for c in CONDITIONS for i, s in enumerate(samples) if s.source in V3_HOLDOUT]
+    other_fakes = [i for i, s in enumerate(samples) if s.label == 1 and s.source not in V3_HOLDOUT]
+    wanted += [(i, c) for c in conditions for i in other_fakes]
+    jobs = [job for job in wanted if job not in have]
     without_clip = base.replace(clip=None).save(work / f"{base.name}-without-clip.json")
     detector = Detector(without_clip.path, workers=configure_threads())
-    jobs = [(i, c) for c in CONDITIONS for i, s in enumerate(samples) if s.source in V3_HOLDOUT]
-    save_rows(score_jobs(detector, samples, jobs), path)
-    print(f"{path}: {len(jobs)} rows of {base.name}'s evidence without its clip view")
+    save_rows(score_jobs(detector, samples, jobs), missing)
+    print(f"{missing}: {len(jobs)} rows of {base.name}'s evidence without its clip view")
 
 
 def add_clip_scores(rows, by_condition, stats, shrinkage, blocks, samples) -> None:

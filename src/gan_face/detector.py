@@ -81,6 +81,15 @@ class Detector:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         self.max_pixels = max_pixels
         self.device = device
+        # the clip view's encoder is the slowest network to build and compile: it compiles on a thread of its own
+        # while the others do (OpenVINO compiles without holding the GIL), which shortens a scan's start-up
+        clip_loading = None
+        if self.card.clip is not None:  # the frozen CLIP encoder and its linear head: evidence "clip"
+            from .clip import load_clip
+
+            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-face-clip")
+            clip_loading = loader.submit(load_clip, self.card, device, streams=int(workers))
+            loader.shutdown(wait=False)
         # each network runs as many inferences at once as there are workers, one thread each
         self.aligner = FaceAligner(self.card.detector, device=device, streams=int(workers))
         self.check_names = tuple(name for name in CHECKS if name != "cnn")
@@ -98,10 +107,8 @@ class Detector:
             self.networks = {
                 name: load_cnn(self.card, device, network=name, streams=int(workers)) for name in names
             }
-        if self.card.clip is not None:  # the frozen CLIP encoder and its linear head: evidence "clip"
-            from .clip import load_clip
-
-            self.networks["clip"] = load_clip(self.card, device, streams=int(workers))
+        if clip_loading is not None:
+            self.networks["clip"] = clip_loading.result()
 
     @property
     def report_check_names(self) -> tuple[str, ...]:

@@ -357,6 +357,10 @@ class DataCheck:
         return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def _describe_steps(data: DataCheck, base_card: ModelCard, settings: FinetuneSettings) -> list[str]:
     head, cnn = settings.steps(base_card)
     steps = []
@@ -364,7 +368,8 @@ def _describe_steps(data: DataCheck, base_card: ModelCard, settings: FinetuneSet
         n = len(data.train)
         steps.append(
             f"clip features of the {n} training images x {len(HEAD_CONDITIONS)} variants "
-            f"({', '.join(HEAD_CONDITIONS)}): at most about {estimate_seconds(n) / 60:.0f} min (busy 2 cores); "
+            f"({', '.join(HEAD_CONDITIONS)}): about {_duration(estimate_seconds(n))} on 2 idle cores (far longer "
+            "while other jobs hold them); "
             f"then the clip head refitted on the base's statistics plus them (emphasis {settings.head_emphasis:g})"
         )
     if cnn:

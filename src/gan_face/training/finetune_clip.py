@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 HEAD_CONDITIONS = CONDITIONS
 #: Images per cached chunk (the unit of resumption).
 FEATURE_CHUNK = 8
-#: Seconds of the feature step per image and variant, for the pre-check's estimate: the rate measured with nice 19
-#: on the 2-core EPYC build machine while other jobs held both cores (16 images x 5 variants in 77-109 s, encoder
-#: compilation included; the process got a few percent of the CPU): an upper figure, idle cores are much faster.
-SECONDS_PER_VARIANT = 1.2
+#: Seconds of the feature step per image and variant, for the pre-check's estimate: gan-face-v3 (144 px) on 2 idle
+#: cores of an AMD EPYC VM, 349 images x 5 variants in 22 s, decoding and encoder compilation included. With other
+#: jobs holding both cores it was up to 100 times slower (1.2 s at nice 19 under full load, with the first v3).
+SECONDS_PER_VARIANT = 0.013
 
 
 def estimate_seconds(n_images: int, conditions: Sequence[str] = HEAD_CONDITIONS) -> float:
