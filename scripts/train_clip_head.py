@@ -17,6 +17,7 @@ cnn,frame,eyes,clip`` on the calibration half.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -84,15 +85,17 @@ def main() -> int:
     blocks = parse_blocks(args.blocks)
     conditions = args.conditions.split(",")
     samples = index_tree(args.data)
-    features, usable = condition_features(
+    # every feature of the head and of the evidence rows comes from the same cache and encoder settings
+    cached_features = functools.partial(
+        condition_features,
         samples,
-        conditions,
-        args.study_encoder,
-        args.work,
+        encoder_path=args.study_encoder,
+        cache_dir=args.work,
         input_size=args.size,
         view=args.view,
         group_size=args.group_size,
     )
+    features, usable = cached_features(conditions)
     sources = np.array([s.source for s in samples])
     excluded = [x for x in args.exclude.split(",") if x]
     train = usable & ~np.isin(sources, list(V3_HOLDOUT) + excluded)
@@ -166,25 +169,16 @@ def main() -> int:
     card.save(args.output)
     print(f"{args.output}: clip view on blocks {blocks} at {args.size} px ({args.view}); head {head_path.name}")
     if args.evidence_rows:
+        rows = [row for path in args.evidence_rows if path.exists() for row in load_rows(path)]
         missing = [path for path in args.evidence_rows if not path.exists()]
         if missing:
-            score_base_evidence(base, samples, conditions, args.work, args.evidence_rows, missing[0])
-        rows = [row for path in args.evidence_rows for row in load_rows(path)]
+            rows += score_base_evidence(base, samples, conditions, args.work, rows, missing[0])
         by_condition = {c: (features[:, k], usable) for k, c in enumerate(conditions)}
         for condition in sorted(
             {r["condition"] for r in rows} - set(conditions)
         ):  # not fitted on: just these rows
             wanted = sorted({r["index"] for r in rows if r["condition"] == condition})
-            extra, extra_usable = condition_features(
-                samples,
-                [condition],
-                args.study_encoder,
-                args.work,
-                input_size=args.size,
-                view=args.view,
-                group_size=args.group_size,
-                only=wanted,
-            )
+            extra, extra_usable = cached_features([condition], only=wanted)
             by_condition[condition] = (extra[:, 0], extra_usable)
         add_clip_scores(rows, by_condition, stats, args.shrinkage, blocks, samples)
         save_rows(rows, args.rows_out)
@@ -192,23 +186,25 @@ def main() -> int:
     return 0
 
 
-def score_base_evidence(base: ModelCard, samples, conditions, work: Path, paths, missing: Path) -> None:
-    """Write to ``missing`` the rows the files ``paths`` lack, scored by ``base`` without its clip view (the
+def score_base_evidence(base: ModelCard, samples, conditions, work: Path, have_rows, missing: Path) -> list[dict]:
+    """Write to ``missing`` (and return) the rows ``have_rows`` lack, scored by ``base`` without its clip view (the
     evidence the new clip score joins): the held-out sources under every condition (fusion and test half) and the
     other generated faces under the head's conditions (the fused figures of the leave-one-family-out matrix)."""
     from gan_face._runtime import configure_threads
     from gan_face.detector import Detector
     from gan_face.training.scoring import score_jobs
 
-    have = {(r["index"], r["condition"]) for path in paths if path.exists() for r in load_rows(path)}
+    have = {(r["index"], r["condition"]) for r in have_rows}
     wanted = [(i, c) for c in CONDITIONS for i, s in enumerate(samples) if s.source in V3_HOLDOUT]
     other_fakes = [i for i, s in enumerate(samples) if s.label == 1 and s.source not in V3_HOLDOUT]
     wanted += [(i, c) for c in conditions for i in other_fakes]
     jobs = [job for job in wanted if job not in have]
     without_clip = base.replace(clip=None).save(work / f"{base.name}-without-clip.json")
     detector = Detector(without_clip.path, workers=configure_threads())
-    save_rows(score_jobs(detector, samples, jobs), missing)
+    scored = score_jobs(detector, samples, jobs)
+    save_rows(scored, missing)
     print(f"{missing}: {len(jobs)} rows of {base.name}'s evidence without its clip view")
+    return scored
 
 
 def add_clip_scores(rows, by_condition, stats, shrinkage, blocks, samples) -> None:
