@@ -104,8 +104,9 @@ def main() -> int:
         except ImportError:
             pass
         try:
-            import openvino as ov
+            from gan_face._openvino import openvino
 
+            ov = openvino()
             core = ov.Core()
             # f32: on CPUs with bf16 units OpenVINO otherwise runs in bf16, which moves a logit by up to 0.1
             for runtime, precision in (("openvino", "f32"), ("openvino_bf16", "bf16")):

@@ -1,6 +1,7 @@
 """The scoring runtime (OpenVINO graphs built from the weights, numpy around them) against the PyTorch definitions
 training uses and against facenet-pytorch's MTCNN: same outputs, so the same likelihoods as torch scoring gave."""
 
+import os
 import subprocess
 import sys
 
@@ -186,6 +187,22 @@ def test_a_scan_needs_no_torch():
         "assert not {'torch', 'torchvision', 'facenet_pytorch'} & set(sys.modules), sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_scoring_sends_no_telemetry_and_writes_nothing_home(tmp_path):
+    """OpenVINO's import reports itself to Google Analytics and writes a client id under ``~/intel`` unless
+    the user opted out (or ``CI`` is set): a scan must do neither, and a user's own import of the telemetry
+    package must still work afterwards."""
+    code = (
+        "import sys\nfrom skimage import data\nfrom gan_face import Detector\n"
+        "assert Detector().score(data.astronaut()).likelihood is not None\n"
+        "telemetry = sys.modules['openvino.tools.ovc.telemetry_utils'].tm\n"
+        "assert telemetry.__name__ == 'openvino.tools.ovc.telemetry_stub', telemetry\n"
+        "import openvino_telemetry\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert not list(tmp_path.iterdir())  # no ~/intel/openvino_ga_cid, no usage count
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])

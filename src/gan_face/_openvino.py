@@ -19,7 +19,9 @@ the math kernels depend on the batch size, and a fixed one gives an image the sa
 from __future__ import annotations
 
 import math
+import sys
 import threading
+from types import ModuleType
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -31,7 +33,32 @@ CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
 State = Mapping[str, np.ndarray]
 
 
+def openvino() -> ModuleType:
+    """OpenVINO, imported without its usage telemetry: the one way this package imports it.
+
+    ``import openvino`` imports its model converter, which reports every import to Google Analytics (a process
+    forked to send it, a client id and a usage count written under ``~/intel``) unless the user opted out. A
+    forensic tool run offline on sensitive folders must not do that. OpenVINO falls back to its own no-op stub
+    when ``openvino_telemetry`` cannot be imported; the block lasts only for this import, so a user's own import
+    of ``openvino_telemetry`` still works. If the host application imported OpenVINO first, its settings stand.
+    """
+    if "openvino" in sys.modules:
+        import openvino as ov
+
+        return ov
+    blocked = "openvino_telemetry" not in sys.modules
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import fail
+    try:
+        import openvino as ov
+    finally:
+        if blocked and sys.modules.get("openvino_telemetry", ModuleType("absent")) is None:
+            del sys.modules["openvino_telemetry"]
+    return ov
+
+
 def _ops():
+    openvino()
     import openvino.opset15 as ops
 
     return ops
@@ -48,8 +75,7 @@ class CompiledNetwork:
     def __init__(
         self, model, rows: int, device: str = "CPU", streams: int = 1, cpu_hints: Optional[Mapping] = None
     ) -> None:
-        import openvino as ov
-
+        ov = openvino()
         self.rows = rows
         config: dict = {}
         if device.upper() == "CPU":
@@ -82,9 +108,7 @@ class CompiledNetwork:
 
 
 def _model(inputs, outputs):
-    import openvino as ov
-
-    return ov.Model([o if hasattr(o, "get_element_type") else o.output(0) for o in outputs], inputs)
+    return openvino().Model([o if hasattr(o, "get_element_type") else o.output(0) for o in outputs], inputs)
 
 
 def _const(array: np.ndarray):
