@@ -92,6 +92,32 @@ def test_random_weights_of_each_architecture_match_torch(architecture, size):
     assert np.abs(got.reshape(-1) - expected).max() < 1e-4
 
 
+def test_each_worker_thread_runs_its_own_compiled_copy_with_the_same_outputs():
+    """With ``streams=2`` the first two threads to call get a copy each (compiled for one stream, so an
+    inference runs on the calling thread), a third shares one; every copy gives the same outputs."""
+    import threading
+
+    weights = _mtcnn.load_weights()["onet"]
+    network = ov.CompiledNetwork(ov.onet(weights, 4), 4, streams=2)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 3, 48, 48)).astype(np.float32)
+    outputs, requests = {}, {}
+
+    def call(name):
+        outputs[name] = network(x)
+        requests[name] = network._local.request
+
+    for name in ("first", "second", "third"):
+        thread = threading.Thread(target=call, args=(name,))
+        thread.start()
+        thread.join()
+    assert all(copy is not None for copy in network._copies) and len(network._copies) == 2
+    assert network._copies[0] is not network._copies[1]
+    assert len({id(r) for r in requests.values()}) == 3  # a request per thread
+    for name in ("second", "third"):
+        for got, expected in zip(outputs[name], outputs["first"]):
+            np.testing.assert_array_equal(got, expected)
+
+
 def facenet_nets() -> dict[str, torch.nn.Module]:
     """facenet-pytorch's own networks with its own weights (loaded by its code from its wheel)."""
     return {

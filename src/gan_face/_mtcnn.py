@@ -74,6 +74,14 @@ def pyramid_scales(side: int, min_face_size: int, factor: float) -> list[float]:
     return scales
 
 
+def pyramid_levels(h: int, w: int, min_face_size: int, factor: float) -> list[tuple[float, tuple[int, int]]]:
+    """Each pyramid level of an ``h x w`` canvas: its scale and P-Net's input size there (rows, columns)."""
+    return [
+        (scale, (int(h * scale + 1), int(w * scale + 1)))
+        for scale in pyramid_scales(min(h, w), min_face_size, factor)
+    ]
+
+
 def detect_faces(
     canvases: np.ndarray,
     nets: Networks,
@@ -90,8 +98,7 @@ def detect_faces(
 
     # Stage 1: P-Net over the scale pyramid, the whole batch at once; suppression per image and scale.
     per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
-    for scale in pyramid_scales(min(h, w), min_face_size, factor):
-        size = (int(h * scale + 1), int(w * scale + 1))
+    for scale, size in pyramid_levels(h, w, min_face_size, factor):
         level = _area_resample(table, whole, every_image, w, h, size)
         reg, probs = nets.pnet(_normalise(level))
         boxes, image_inds = _candidates(reg, probs[:, 1], scale, thresholds[0])

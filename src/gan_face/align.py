@@ -123,7 +123,7 @@ class FaceAligner:
         device: str | None = None,
         streams: int = 1,
     ) -> None:
-        from ._mtcnn import load_nets  # compiles the networks: deferred until a detector is really built
+        from ._mtcnn import load_nets, pyramid_levels  # compiles the networks: only when a detector is built
 
         self.settings = settings
         self.detect_size = settings.detect_size
@@ -132,6 +132,10 @@ class FaceAligner:
         self.factor = 0.709  # MTCNN's scale step between pyramid levels
         self.device = device
         self.nets = load_nets(runtime_device(device), streams)
+        # every canvas is letterboxed to detect_size, so P-Net's input sizes are known: compiled now (during a
+        # detector's start-up, beside the clip encoder's compilation) rather than in the first batch
+        side = self.detect_size
+        self.nets.pnet.prepare(size for _, size in pyramid_levels(side, side, self.min_face_size, self.factor))
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in one RGB image, the main face first (see :func:`order_faces`). Empty list: no face."""
