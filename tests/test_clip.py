@@ -28,8 +28,9 @@ def depth_of(state) -> int:
     return len({k.split(".")[1] for k in state if k.startswith("blocks.")})
 
 
-def numpy_cls_tokens(state, images: np.ndarray, depth: int) -> np.ndarray:
-    """CLIP's image tower written out in numpy (float64), from the same int8 weights and scales."""
+def numpy_cls_tokens(state, images: np.ndarray, depth: int, patch_means: bool = False):
+    """CLIP's image tower written out in numpy (float64), from the same int8 weights and scales: the CLS token
+    after each block (and, with ``patch_means``, the mean of the patch tokens after each block)."""
 
     def norm(x, name):
         mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
@@ -50,7 +51,7 @@ def numpy_cls_tokens(state, images: np.ndarray, depth: int) -> np.ndarray:
     def heads(t):
         return t.reshape(n, -1, 12, 64).transpose(0, 2, 1, 3)
 
-    found = []
+    found, means = [], []
     for i in range(depth):
         block = f"blocks.{i}"
         h = norm(y, f"{block}.norm1")
@@ -63,7 +64,8 @@ def numpy_cls_tokens(state, images: np.ndarray, depth: int) -> np.ndarray:
         h = linear(norm(y, f"{block}.norm2"), f"{block}.fc1")
         y = y + linear(h / (1 + np.exp(-1.702 * h)), f"{block}.fc2")
         found.append(y[:, 0])
-    return np.stack(found, 1)
+        means.append(y[:, 1:].mean(1))
+    return (np.stack(found, 1), np.stack(means, 1)) if patch_means else np.stack(found, 1)
 
 
 def cosines(a, b):
@@ -94,6 +96,19 @@ def test_a_coarser_activation_group_stays_close_to_the_float_math(state, golden)
     assert encoder.network.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 128
     reference = numpy_cls_tokens(state, golden["images"], depth)
     assert cosines(encoder(golden["images"]), reference).min() > 0.995
+
+
+def test_the_studies_patch_means_follow_the_float_math_and_leave_the_cls_tokens_alone(state, golden):
+    """``clip_vit(patch_means=True)`` (experiments/clip_patch_means.py) adds the mean patch token of every block
+    but the last, and the CLS tokens it gives are the shipped graph's."""
+    depth, images = 3, golden["images"]
+    shipped = ov.CompiledNetwork(ov.clip_vit(state, 224, 4, depth), 4)
+    studied = ov.CompiledNetwork(ov.clip_vit(state, 224, 4, depth, patch_means=True), 4)
+    cls, means = studied(images)
+    np.testing.assert_array_equal(cls, shipped(images)[0])
+    assert means.shape == (len(images), depth - 1, 768)
+    _, reference = numpy_cls_tokens(state, images, depth, patch_means=True)
+    assert cosines(means, reference[:, : depth - 1]).min() > 0.999
 
 
 def test_encoder_matches_the_wheels_own_graph(state, golden):

@@ -350,7 +350,7 @@ def _layer_norm(x, state: State, name: str, eps: float = 1e-5):
     return ops.add(ops.multiply(normed, _const(state[f"{name}.weight"])), _const(state[f"{name}.bias"]))
 
 
-def clip_vit(state: State, input_size: int, rows: int, blocks: int):
+def clip_vit(state: State, input_size: int, rows: int, blocks: int, patch_means: bool = False):
     """CLIP ViT-B/16's image tower (OpenAI's weights, int8 linear layers) on ``rows x S x S x 3`` ``uint8``
     images -> ``rows x blocks x 768``: the CLS token after each of the first ``blocks`` transformer blocks (the
     residual stream, before any final norm). Later blocks are not built. Attention is the standard
@@ -358,7 +358,10 @@ def clip_vit(state: State, input_size: int, rows: int, blocks: int):
 
     The last block computes the CLS token alone after its attention: the only row that is read, the same numbers
     for a sixth of that block's cost. (Fewer patch tokens in the later blocks, by pooling or by keeping those the
-    CLS token attends to, would halve the cost but lost 0.03-0.12 AUC on every family: the experiment log.)"""
+    CLS token attends to, would halve the cost but lost 0.03-0.12 AUC on every family: the experiment log.)
+
+    ``patch_means`` (for studies, ``experiments/clip_patch_means.py``): a second output, ``rows x (blocks - 1) x
+    768``, the mean of the patch tokens after each block but the last."""
     ops = _ops()
     grid = input_size // CLIP_PATCH
     width = state["embed.class"].shape[0]
@@ -380,7 +383,7 @@ def clip_vit(state: State, input_size: int, rows: int, blocks: int):
     def first(t):
         return ops.slice(t, np.array([0]), np.array([1]), np.array([1]), np.array([1]))
 
-    outputs = []
+    outputs, means = [], []
     for index in range(blocks):
         name = f"blocks.{index}"
         last = index == blocks - 1
@@ -398,5 +401,10 @@ def clip_vit(state: State, input_size: int, rows: int, blocks: int):
         h = ops.multiply(h, ops.sigmoid(ops.multiply(h, _const(np.array(1.702)))))
         y = ops.add(y, _int8_linear(h, state, f"{name}.fc2"))
         outputs.append(y if last else first(y))
+        if patch_means and not last:
+            patches_only = ops.slice(y, np.array([1]), np.array([grid * grid + 1]), np.array([1]), np.array([1]))
+            means.append(ops.reduce_mean(patches_only, np.array([1]), True))
     features = ops.concat(outputs, 1) if len(outputs) > 1 else outputs[0]
+    if means:
+        return _model([x], [features, ops.concat(means, 1) if len(means) > 1 else means[0]])
     return _model([x], [features])

@@ -1,0 +1,98 @@
+"""Do the patch tokens carry what the CLS tokens miss on unseen diffusion families? The head reads the CLS
+token of blocks 8-11; this adds the mean of the patch tokens after the same blocks (RINE and UnivFD read the CLS
+token only; the patch mean is a cheap summary of the local evidence, computed inside the same encoder pass).
+
+Leave-one-family-out as ``scripts/clip_matrix.py`` runs it, on an even sample of each source, avatar condition,
+shipped frame view (the crop pools of ``scripts/clip_matrix.py``, cached under ``--work``), for CLS alone, patch
+means alone and both:
+
+    python experiments/clip_patch_means.py ../shared/data --work WORK [--per-source 60] [-o result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import clip_matrix  # noqa: E402  (the matrix's folds and metrics, as the study script runs them)
+
+from gan_face import _openvino  # noqa: E402
+from gan_face._runtime import tune_allocator  # noqa: E402
+from gan_face.card import CnnConfig, load_state_dict  # noqa: E402
+from gan_face.clip import CLIP_CHUNK  # noqa: E402
+from gan_face.training.datasets import index_tree  # noqa: E402
+from gan_face.training.pools import ConditionVariants, build_pool  # noqa: E402
+
+SIZE, GROUP = 144, 128
+
+
+def encode(pool, encoder: str, depth: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """CLS tokens (``N x depth x 768``) and patch means (``N x (depth - 1) x 768``) of every crop in ``pool``."""
+    graph = _openvino.clip_vit(load_state_dict(encoder), SIZE, CLIP_CHUNK, depth, patch_means=True)
+    network = _openvino.CompiledNetwork(
+        graph, CLIP_CHUNK, streams=workers, cpu_hints={"DYNAMIC_QUANTIZATION_GROUP_SIZE": GROUP}
+    )
+    crops = pool.crops[:, 0]
+    chunks = [range(i, min(i + 64, len(crops))) for i in range(0, len(crops), 64)]
+    with ThreadPoolExecutor(workers) as threads:
+        parts = list(threads.map(lambda rows: network(np.asarray(crops[rows.start : rows.stop])), chunks))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--encoder", default="models/clip-vit-b16.safetensors")
+    parser.add_argument("--per-source", type=int, default=60)
+    parser.add_argument("--blocks", default="7-10")
+    parser.add_argument("--components", type=int, default=256)
+    parser.add_argument("--shrinkage", type=float, default=0.1)
+    parser.add_argument("-o", "--output", type=Path)
+    args = parser.parse_args()
+    tune_allocator()
+
+    samples = clip_matrix.even_spread(index_tree(args.data), args.per_source)
+    pool = build_pool(
+        samples,
+        args.work,
+        CnnConfig(input_size=SIZE, view="frame"),
+        variants=1,
+        make_variant=ConditionVariants(["avatar"]),
+        spec={"conditions": ["avatar"]},
+    )
+    blocks = clip_matrix.parse_blocks(args.blocks)
+    depth = max(blocks) + 2  # the last block built computes its CLS row only; its patches are not needed
+    cls, means = encode(pool, args.encoder, depth)
+    # one array of "blocks": the CLS tokens first, then the patch means, so the matrix's block lists pick either
+    tokens = np.concatenate([cls, means], axis=1)[:, None]
+    runs = {
+        "CLS (shipped)": blocks,
+        "patch means": [depth + b for b in blocks],
+        "CLS and patch means": blocks + [depth + b for b in blocks],
+    }
+    report = {"per_source": args.per_source, "blocks": args.blocks, "runs": {}}
+    for name, chosen in runs.items():
+        matrix = clip_matrix.run_matrix(
+            tokens, samples, pool.usable, ["avatar"], chosen, args.components, args.shrinkage
+        )
+        report["runs"][name] = matrix
+        cells = "  ".join(
+            f"{family} {entry['avatar']['auc']:.3f}/{entry['avatar']['tpr_at_1pct_fpr']:.2f}"
+            for family, entry in matrix.items()
+        )
+        print(f"{name:22s} {cells}")
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
