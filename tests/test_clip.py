@@ -109,6 +109,8 @@ def test_the_studies_patch_means_follow_the_float_math_and_leave_the_cls_tokens_
     assert means.shape == (len(images), depth - 1, 768)
     _, reference = numpy_cls_tokens(state, images, depth, patch_means=True)
     assert cosines(means, reference[:, : depth - 1]).min() > 0.999
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        ov.clip_vit(state, 224, 4, 1, patch_means=True)
 
 
 def test_encoder_matches_the_wheels_own_graph(state, golden):

@@ -92,30 +92,47 @@ def test_random_weights_of_each_architecture_match_torch(architecture, size):
     assert np.abs(got.reshape(-1) - expected).max() < 1e-4
 
 
-def test_each_worker_thread_runs_its_own_compiled_copy_with_the_same_outputs():
-    """With ``streams=2`` the first two threads to call get a copy each (compiled for one stream, so an
-    inference runs on the calling thread), a third shares one; every copy gives the same outputs."""
+def test_overlapping_calls_get_a_compiled_copy_each_up_to_streams_with_the_same_outputs():
+    """Calls that never overlap share one copy (no memory for nothing, as a thread pool per call would cost);
+    overlapping calls make copies, at most ``streams``, each compiled for one stream; every copy gives the same
+    outputs."""
     import threading
 
     weights = _mtcnn.load_weights()["onet"]
     network = ov.CompiledNetwork(ov.onet(weights, 4), 4, streams=2)
     x = np.random.default_rng(0).uniform(-1, 1, (6, 3, 48, 48)).astype(np.float32)
-    outputs, requests = {}, {}
-
-    def call(name):
-        outputs[name] = network(x)
-        requests[name] = network._local.request
-
-    for name in ("first", "second", "third"):
-        thread = threading.Thread(target=call, args=(name,))
+    expected = network(x)
+    for _ in range(3):  # one thread after another, as successive thread pools call
+        thread = threading.Thread(target=network, args=(x,))
         thread.start()
         thread.join()
-    assert all(copy is not None for copy in network._copies) and len(network._copies) == 2
-    assert network._copies[0] is not network._copies[1]
-    assert len({id(r) for r in requests.values()}) == 3  # a request per thread
-    for name in ("second", "third"):
-        for got, expected in zip(outputs[name], outputs["first"]):
-            np.testing.assert_array_equal(got, expected)
+    assert network.slots == 1
+
+    outputs, start = [], threading.Barrier(3)
+
+    def busy():
+        start.wait()
+        outputs.extend(network(x) for _ in range(20))
+
+    threads = [threading.Thread(target=busy) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert network.slots == 2  # three callers at once, two streams: a second copy, and no third
+    assert len(outputs) == 60
+    for got in outputs:
+        for part, reference in zip(got, expected):
+            np.testing.assert_array_equal(part, reference)
+    assert network(x[:0])[0].shape == (0, *expected[0].shape[1:])
+
+
+def test_a_hint_cannot_undo_one_inference_per_calling_thread():
+    weights = _mtcnn.load_weights()["onet"]
+    network = ov.CompiledNetwork(
+        ov.onet(weights, 4), 4, cpu_hints={"NUM_STREAMS": 4, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    assert network.compiled.get_property("NUM_STREAMS") == 1
 
 
 def facenet_nets() -> dict[str, torch.nn.Module]:
@@ -215,15 +232,18 @@ def test_a_scan_needs_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_scoring_sends_no_telemetry_and_writes_nothing_home(tmp_path):
+@pytest.mark.parametrize("host_first", ["", "import openvino_telemetry\n"])
+def test_scoring_sends_no_telemetry_and_writes_nothing_home(tmp_path, host_first):
     """OpenVINO's import reports itself to Google Analytics and writes a client id under ``~/intel`` unless
-    the user opted out (or ``CI`` is set): a scan must do neither, and a user's own import of the telemetry
-    package must still work afterwards."""
+    the user opted out (or ``CI`` is set): a scan must do neither, also when the host imported the telemetry
+    package first, and the host's telemetry module is the same one after as before."""
     code = (
-        "import sys\nfrom skimage import data\nfrom gan_face import Detector\n"
+        "import sys\nfrom skimage import data\n" + host_first + "before = sys.modules.get('openvino_telemetry')\n"
+        "from gan_face import Detector\n"
         "assert Detector().score(data.astronaut()).likelihood is not None\n"
         "telemetry = sys.modules['openvino.tools.ovc.telemetry_utils'].tm\n"
         "assert telemetry.__name__ == 'openvino.tools.ovc.telemetry_stub', telemetry\n"
+        "assert sys.modules.get('openvino_telemetry') is before\n"
         "import openvino_telemetry\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}

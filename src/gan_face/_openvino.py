@@ -19,6 +19,7 @@ the math kernels depend on the batch size, and a fixed one gives an image the sa
 from __future__ import annotations
 
 import math
+import queue
 import sys
 import threading
 from types import ModuleType
@@ -38,27 +39,32 @@ CPU_CONFIG = {
 State = Mapping[str, np.ndarray]
 
 
+_ABSENT = object()
+
+
 def openvino() -> ModuleType:
     """OpenVINO, imported without its usage telemetry: the one way this package imports it.
 
     ``import openvino`` imports its model converter, which reports every import to Google Analytics (a process
     forked to send it, a client id and a usage count written under ``~/intel``) unless the user opted out. A
     forensic tool run offline on sensitive folders must not do that. OpenVINO falls back to its own no-op stub
-    when ``openvino_telemetry`` cannot be imported; the block lasts only for this import, so a user's own import
-    of ``openvino_telemetry`` still works. If the host application imported OpenVINO first, its settings stand.
+    when ``openvino_telemetry`` cannot be imported, so that module is hidden for the length of this import and put
+    back after it: a user's own ``import openvino_telemetry`` still works (the converter keeps the stub, so the
+    host's ``openvino.convert_model`` reports nothing either). If the host application imported OpenVINO first,
+    its settings stand.
     """
-    if "openvino" in sys.modules:
-        import openvino as ov
-
-        return ov
-    blocked = "openvino_telemetry" not in sys.modules
-    if blocked:
+    if "openvino" not in sys.modules:
+        hidden = sys.modules.get("openvino_telemetry", _ABSENT)
         sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import fail
-    try:
-        import openvino as ov
-    finally:
-        if blocked and sys.modules.get("openvino_telemetry", ModuleType("absent")) is None:
-            del sys.modules["openvino_telemetry"]
+        try:
+            import openvino  # noqa: F401
+        finally:
+            if hidden is _ABSENT:
+                sys.modules.pop("openvino_telemetry", None)
+            else:
+                sys.modules["openvino_telemetry"] = hidden
+    import openvino as ov
+
     return ov
 
 
@@ -71,15 +77,16 @@ def _ops():
 
 class CompiledNetwork:
     """A graph compiled for ``rows`` inputs of one shape; callable on any number of rows (in calls of exactly
-    ``rows``, the last padded with zeros) from any thread (each thread has its own inference request).
+    ``rows``, the last padded with zeros) from any thread.
 
-    ``streams``: how many inferences may run at once, each on one thread (a scan runs one worker per core: with
-    one stream their inferences would wait for each other). On the CPU each stream is a copy of the network
-    compiled for one stream, and each thread keeps to one copy (the first threads to call get a copy each), so an
-    inference runs on the calling thread. One copy compiled for ``streams`` streams hands every inference to a
-    stream thread of its own and back: a v3 scan on 2 cores kept them 91% busy that way, 97% with a copy per
-    worker (6-9% more images per second, about 100 MB more memory per extra copy). The first copy is compiled
-    here; the others by the first thread that needs each, while the threads before it are already scoring.
+    ``streams``: how many calls may run at once (a scan runs one worker per core: with one their inferences would
+    wait for each other). Each call takes a free slot (an inference request) for its length and gives it back;
+    when none is free and fewer than ``streams`` exist, the caller makes one, else it waits for one. On the CPU a
+    slot is a copy of the network compiled for one stream, so an inference runs on the calling thread: one copy
+    compiled for ``streams`` streams hands every inference to a stream thread of its own and back, and a v3 scan
+    on 2 cores kept them 91% busy that way against 97% with a copy per worker (6-9% more images per second, about
+    80 MiB of memory for each worker after the first). Other devices (an Intel GPU) schedule their own streams:
+    their slots are requests on one compiled network. Calls that never overlap never make a second slot.
     """
 
     def __init__(
@@ -87,44 +94,59 @@ class CompiledNetwork:
     ) -> None:
         self.rows = rows
         self._model, self._device = model, device.upper()
-        self._config: dict = {**CPU_CONFIG, **(cpu_hints or {})} if self._device == "CPU" else {}
-        # other devices (an Intel GPU) schedule their own streams: one compiled network serves every thread
-        self._copies: list = [None] * (max(1, int(streams)) if self._device == "CPU" else 1)
-        self._copies[0] = self.compiled = self._compile()
+        # the stream settings last: a hint cannot undo one inference per calling thread
+        streams_config = {k: CPU_CONFIG[k] for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS")}
+        self._config = {**CPU_CONFIG, **(cpu_hints or {}), **streams_config} if self._device == "CPU" else {}
+        self.compiled = self._compile()
         #: what the graph takes (float32, or uint8 for the CNNs, which normalise their crops themselves)
         self.input_dtype = self.compiled.inputs[0].get_element_type().to_dtype()
-        self._local = threading.local()
+        self.streams = max(1, int(streams))
+        self._free: queue.LifoQueue = queue.LifoQueue()  # the most recently used slot first: its caches are warm
+        self._free.put(self.compiled.create_infer_request())
+        self.slots = 1  # slots made so far (at most ``streams``)
         self._lock = threading.Lock()
-        self._threads_seen = 0
 
     def _compile(self):
         return openvino().Core().compile_model(self._model, self._device, self._config)
 
-    def _request(self):
-        request = getattr(self._local, "request", None)
-        if request is None:
+    def _take(self):
+        """A free slot, a new one if none is free and fewer than ``streams`` exist, else the next one freed."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self.slots < self.streams
+            if grow:
+                self.slots += 1
+        if not grow:
+            return self._free.get()
+        try:  # compiled outside the lock: the other callers go on meanwhile
+            compiled = self._compile() if self._device == "CPU" else self.compiled
+            return compiled.create_infer_request()
+        except BaseException:
             with self._lock:
-                index = self._threads_seen % len(self._copies)
-                self._threads_seen += 1
-                if self._copies[index] is None:
-                    self._copies[index] = self._compile()
-                compiled = self._copies[index]
-            request = self._local.request = compiled.create_infer_request()
-        return request
+                self.slots -= 1
+            raise
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        request, n = self._request(), len(x)
-        outputs: list[list[np.ndarray]] = []
-        for start in range(0, n, self.rows):
-            part = x[start : start + self.rows]
-            if len(part) < self.rows:
-                part = np.concatenate([part, np.zeros((self.rows - len(part), *part.shape[1:]), part.dtype)])
-            results = request.infer({0: np.ascontiguousarray(part, dtype=self.input_dtype)})
-            outputs.append([np.array(results[i]) for i in range(len(self.compiled.outputs))])  # any copy's
-        if not outputs:
+        n = len(x)
+        if not n:
             return tuple(
                 np.zeros((0, *out.get_partial_shape().to_shape()[1:]), np.float32) for out in self.compiled.outputs
             )
+        outputs: list[list[np.ndarray]] = []
+        request = self._take()
+        try:
+            for start in range(0, n, self.rows):
+                part = x[start : start + self.rows]
+                if len(part) < self.rows:
+                    part = np.concatenate([part, np.zeros((self.rows - len(part), *part.shape[1:]), part.dtype)])
+                results = request.infer({0: np.ascontiguousarray(part, dtype=self.input_dtype)})
+                # by position: a slot's outputs are its own copy's, not self.compiled's
+                outputs.append([np.array(results[i]) for i in range(len(self.compiled.outputs))])
+        finally:
+            self._free.put(request)
         return tuple(np.concatenate(parts)[:n] for parts in zip(*outputs))
 
 
@@ -362,6 +384,8 @@ def clip_vit(state: State, input_size: int, rows: int, blocks: int, patch_means:
 
     ``patch_means`` (for studies, ``experiments/clip_patch_means.py``): a second output, ``rows x (blocks - 1) x
     768``, the mean of the patch tokens after each block but the last."""
+    if patch_means and blocks < 2:
+        raise ValueError("patch_means needs at least 2 blocks (the last block keeps its CLS row only)")
     ops = _ops()
     grid = input_size // CLIP_PATCH
     width = state["embed.class"].shape[0]
