@@ -14,7 +14,6 @@ are built in forked processes that inherit the patch).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -57,16 +56,8 @@ def patch_views() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--encoder", default="models/clip-vit-b16.safetensors")
-    parser.add_argument("--per-source", type=int, default=60)
+    parser = clip_matrix.sample_study_parser(__doc__)
     parser.add_argument("--conditions", default="avatar")
-    parser.add_argument("--blocks", default="7-10")
-    parser.add_argument("--components", type=int, default=256)
-    parser.add_argument("--shrinkage", type=float, default=0.1)
-    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     tune_allocator()
     patch_views()
@@ -96,11 +87,7 @@ def main() -> int:
         )
         report["runs"][name] = matrix
         for condition in conditions:
-            cells = "  ".join(
-                f"{family} {entry[condition]['auc']:.3f}/{entry[condition]['tpr_at_1pct_fpr']:.2f}"
-                for family, entry in matrix.items()
-            )
-            print(f"{name:20s} {condition:9s} {cells}")
+            print(f"{name:20s} {condition:9s} {clip_matrix.matrix_line(matrix, condition)}")
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))
     return 0

@@ -11,7 +11,6 @@ means alone and both:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -47,15 +46,7 @@ def encode(pool, encoder: str, depth: int, workers: int = 2) -> tuple[np.ndarray
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--encoder", default="models/clip-vit-b16.safetensors")
-    parser.add_argument("--per-source", type=int, default=60)
-    parser.add_argument("--blocks", default="7-10")
-    parser.add_argument("--components", type=int, default=256)
-    parser.add_argument("--shrinkage", type=float, default=0.1)
-    parser.add_argument("-o", "--output", type=Path)
+    parser = clip_matrix.sample_study_parser(__doc__)
     args = parser.parse_args()
     tune_allocator()
 
@@ -84,11 +75,7 @@ def main() -> int:
             tokens, samples, pool.usable, ["avatar"], chosen, args.components, args.shrinkage
         )
         report["runs"][name] = matrix
-        cells = "  ".join(
-            f"{family} {entry['avatar']['auc']:.3f}/{entry['avatar']['tpr_at_1pct_fpr']:.2f}"
-            for family, entry in matrix.items()
-        )
-        print(f"{name:22s} {cells}")
+        print(f"{name:22s} {clip_matrix.matrix_line(matrix, 'avatar')}")
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))
     return 0

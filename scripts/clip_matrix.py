@@ -143,6 +143,31 @@ def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels
     return m
 
 
+def matrix_line(matrix: dict, condition: str) -> str:
+    """One condition of a matrix as a printed line: each family's AUC / TPR at 1% FPR (and fused, if measured)."""
+    cells = []
+    for family, entry in matrix.items():
+        m = entry[condition]
+        fused = m.get("fused")
+        extra = f" (fused {fused['auc']:.3f}/{fused['tpr_at_1pct_fpr']:.2f})" if fused else ""
+        cells.append(f"{family} {m['auc']:.3f}/{m['tpr_at_1pct_fpr']:.2f}{extra}")
+    return "  ".join(cells)
+
+
+def sample_study_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a study on an even sample of each source with the shipped encoder (``experiments/``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("--work", required=True, type=Path, help="cache folder for faces, crops and features")
+    parser.add_argument("--encoder", default="models/clip-vit-b16.safetensors")
+    parser.add_argument("--per-source", type=int, default=60)
+    parser.add_argument("--blocks", default="7-10")
+    parser.add_argument("--components", type=int, default=256)
+    parser.add_argument("--shrinkage", type=float, default=0.1)
+    parser.add_argument("-o", "--output", type=Path)
+    return parser
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
@@ -216,13 +241,7 @@ def main() -> int:
         report["runs"][block_text] = matrix
         print(f"\nblocks {block_text} ({time.time() - started:.0f} s)")
         for condition in conditions:
-            cells = []
-            for family, entry in matrix.items():
-                m = entry[condition]
-                fused = m.get("fused")
-                extra = f" (fused {fused['auc']:.3f}/{fused['tpr_at_1pct_fpr']:.2f})" if fused else ""
-                cells.append(f"{family} {m['auc']:.3f}/{m['tpr_at_1pct_fpr']:.2f}{extra}")
-            print(f"  {condition:9s} " + "  ".join(cells))
+            print(f"  {condition:9s} " + matrix_line(matrix, condition))
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))
     return 0

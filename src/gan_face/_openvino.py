@@ -53,18 +53,19 @@ def openvino() -> ModuleType:
     host's ``openvino.convert_model`` reports nothing either). If the host application imported OpenVINO first,
     its settings stand.
     """
-    if "openvino" not in sys.modules:
-        hidden = sys.modules.get("openvino_telemetry", _ABSENT)
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import fail
-        try:
-            import openvino  # noqa: F401
-        finally:
-            if hidden is _ABSENT:
-                sys.modules.pop("openvino_telemetry", None)
-            else:
-                sys.modules["openvino_telemetry"] = hidden
-    import openvino as ov
+    if "openvino" in sys.modules:
+        import openvino as ov
 
+        return ov
+    hidden = sys.modules.get("openvino_telemetry", _ABSENT)
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import fail
+    try:
+        import openvino as ov
+    finally:
+        if hidden is _ABSENT:
+            sys.modules.pop("openvino_telemetry", None)
+        else:
+            sys.modules["openvino_telemetry"] = hidden
     return ov
 
 
