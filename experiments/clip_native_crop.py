@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import clip_matrix  # noqa: E402  (the matrix's folds and metrics, as the study script runs them)
-
-from gan_face import views  # noqa: E402
-from gan_face._runtime import tune_allocator  # noqa: E402
-from gan_face.training import pools  # noqa: E402
-from gan_face.training.datasets import index_tree  # noqa: E402
-from gan_face.training.features import condition_features  # noqa: E402
+from gan_face import views
+from gan_face._runtime import tune_allocator
+from gan_face.training import clip_matrix, pools  # the matrix's folds and metrics, as the study script runs them
+from gan_face.training.datasets import index_tree
+from gan_face.training.features import condition_features
 
 NATIVE = "native"
 

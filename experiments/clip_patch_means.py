@@ -14,20 +14,16 @@ from __future__ import annotations
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import clip_matrix  # noqa: E402  (the matrix's folds and metrics, as the study script runs them)
-
-from gan_face import _openvino  # noqa: E402
-from gan_face._runtime import tune_allocator  # noqa: E402
-from gan_face.card import CnnConfig, load_state_dict  # noqa: E402
-from gan_face.clip import CLIP_CHUNK  # noqa: E402
-from gan_face.training.datasets import index_tree  # noqa: E402
-from gan_face.training.pools import ConditionVariants, build_pool  # noqa: E402
+from gan_face import _openvino
+from gan_face._runtime import tune_allocator
+from gan_face.card import CnnConfig, load_state_dict
+from gan_face.clip import CLIP_CHUNK
+from gan_face.training import clip_matrix  # the matrix's folds and metrics, as the study script runs them
+from gan_face.training.datasets import index_tree
+from gan_face.training.pools import ConditionVariants, build_pool
 
 SIZE, GROUP = 144, 128
 

@@ -23,7 +23,8 @@ images, or from scikit-image's astronaut when there is no data), then measures o
   each check, fusion, CSV rows) on N files, one thread: where the time goes.
 
 It runs with whatever code ``gan_face`` imports (``PYTHONPATH=src`` for this tree), so an older checkout can be
-measured the same way; ``--scan-args`` adds options to the scans (for example ``--checks all``).
+measured the same way if it has ``gan_face.training.bench_folder`` (the folder's builder; an older one through
+``--baseline``); ``--scan-args`` adds options to the scans (for example ``--checks all``).
 """
 
 from __future__ import annotations
@@ -40,37 +41,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-
-def build_folder(folder: Path, n: int, data: Path | None) -> list[Path]:
-    from gan_face.io import load_image
-    from gan_face.training.conditions import apply_condition
-
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob("*.jpg"))
-    if len(existing) >= n:
-        return existing[:n]
-    sources: list = []
-    if data is not None and (data / "fake").is_dir():
-        from gan_face.training.datasets import index_tree
-
-        samples = index_tree(data)
-        picks = np.random.default_rng(0).permutation(len(samples))[:n]
-        sources = [samples[i].path for i in picks]
-    paths = []
-    for i in range(n):
-        if sources:
-            image = load_image(sources[i % len(sources)])
-        else:
-            from skimage import data as skdata
-
-            image = skdata.astronaut()[:, ::-1] if i % 2 else skdata.astronaut()
-        avatar = apply_condition(image, "avatar", seed=i)
-        path = folder / f"avatar_{i:05d}.jpg"
-        Image.fromarray(avatar).save(path, quality=85)
-        paths.append(path)
-    return paths
 
 
 def rate(n: int, seconds: float) -> float:
@@ -218,6 +188,8 @@ def main() -> int:
     tune_allocator()
     threads = resolve_threads(args.threads) if resolve_threads else (args.threads or os.cpu_count() or 1)
     extra = shlex.split(args.scan_args) + (["--threads", str(args.threads)] if args.threads else [])
+    from gan_face.training.bench_folder import build_folder  # imported here, as every gan_face import
+
     files = build_folder(args.workdir / "avatars", args.n, args.data if args.data.exists() else None)
     folder = files[0].parent
     if len(list(folder.glob("*.jpg"))) != len(files):  # the scan reads the folder: make it hold just these

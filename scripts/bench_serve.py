@@ -38,9 +38,6 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import build_folder  # noqa: E402  the avatar folder of scripts/bench.py
-
 CLI = "from gan_face.outputs.cli import main; main()"
 
 
@@ -170,6 +167,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the scan's rate without start-up is a difference of two)")
+
+    from gan_face.training.bench_folder import build_folder  # the avatar folder of scripts/bench.py
 
     files = build_folder(args.workdir / "avatars", max(args.n, 1), args.data if args.data.exists() else None)
     files = files[: args.n]

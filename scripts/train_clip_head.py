@@ -27,15 +27,13 @@ from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
 from gan_face.card import DEFAULT_GROUP_SIZE, ClipConfig, ClipNetwork, CnnConfig, ModelCard, file_sha256
 from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, lda_head, source_weights
+from gan_face.training.clip_matrix import parse_blocks
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree, manifest_digest
 from gan_face.training.features import condition_features, head_inputs, pool_features
 from gan_face.training.pools import FfhqVariants, build_pool
 from gan_face.training.scoring import load_rows, save_rows
 from gan_face.training.splits import V3_HOLDOUT, held_out_half
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clip_matrix import parse_blocks  # noqa: E402
 
 
 def main() -> int:

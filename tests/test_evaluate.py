@@ -11,7 +11,7 @@ from PIL import Image
 from gan_face.align import FaceAligner, align_face
 from gan_face.checks.eyes import TEMPLATE_MEAN
 from gan_face.training.conditions import CONDITIONS, apply_condition, condition_with_transform, plan_condition
-from gan_face.training.metrics import metrics, tpr_at_fpr
+from gan_face.training.metrics import bootstrap_auc, clopper_pearson, metrics, ranking_metrics, tpr_at_fpr
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 
@@ -97,3 +97,23 @@ def test_metrics_on_known_scores():
     assert 0.99 < result["auc"] < 1.0
     assert result["fpr_at_threshold"] == pytest.approx(0.001)
     assert tpr_at_fpr(labels, scores, 0.01) == pytest.approx(np.mean(scores[1000:] > scores[989]))
+
+
+def test_clopper_pearson_on_known_intervals():
+    # 0 of 50: the upper end solves (1 - p) ** 50 = 0.025; 5 of 100: 1.64% to 11.28% (published tables)
+    assert clopper_pearson(0, 50) == (0.0, pytest.approx(1 - 0.025 ** (1 / 50), abs=1e-12))
+    assert clopper_pearson(5, 100) == (pytest.approx(0.01643, abs=1e-5), pytest.approx(0.11283, abs=1e-5))
+    assert clopper_pearson(50, 50) == (pytest.approx(0.025 ** (1 / 50), abs=1e-12), 1.0)
+    assert clopper_pearson(0, 0) == (0.0, 1.0)
+    narrow, wide = clopper_pearson(5, 100, confidence=0.9), clopper_pearson(5, 100)
+    assert wide[0] < narrow[0] < 0.05 < narrow[1] < wide[1]
+
+
+def test_bootstrap_auc_holds_the_auc_and_is_seeded():
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.ones(40, int), np.zeros(70, int)]
+    scores = rng.normal(size=110) + labels
+    low, high = bootstrap_auc(labels, scores)
+    assert low < ranking_metrics(labels, scores)["auc"] < high
+    assert [low, high] == [0.6406, 0.8429]  # as before it left scripts/clip_matrix.py: same seed, same rounds
+    assert bootstrap_auc(labels, scores, seed=1) != [low, high]

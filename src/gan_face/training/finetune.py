@@ -64,7 +64,7 @@ from .facecache import detect_cached
 from .finetune_clip import HEAD_CONDITIONS, estimate_seconds, refit_head, user_features
 from .fitting import refit_terms
 from .loop import Checkpoint, TrainSettings, train_cnn
-from .metrics import metrics
+from .metrics import clopper_pearson, metrics
 from .pools import ConditionVariants, TrainVariants, build_pool
 from .scoring import row_likelihoods, score_samples
 
@@ -148,18 +148,6 @@ class FinetuneReport:
         lines += [f"refitted: {what}" for what in self.refitted]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact binomial interval for a rate of ``k`` in ``n``."""
-    from scipy.stats import beta
-
-    if n == 0:
-        return 0.0, 1.0
-    alpha = 1.0 - confidence
-    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return low, high
 
 
 def partial_dir(output: str | os.PathLike[str]) -> Path:

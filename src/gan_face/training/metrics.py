@@ -1,5 +1,6 @@
 """The metrics of the evaluation protocol (DESIGN.md), the one implementation: AUC, TPR at a low FPR, the
-threshold for an FPR, calibration error, per source and per generator. Needs scikit-learn (``gan-face[train]``)."""
+threshold for an FPR, calibration error, per source and per generator, and their intervals (a bootstrap interval
+of the AUC, the exact binomial interval of a rate). Needs scikit-learn (``gan-face[train]``)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,32 @@ def ranking_metrics(labels: Sequence[int], scores: Sequence[float]) -> dict[str,
         "tpr_at_1pct_fpr": tpr_at_fpr(y, s, 0.01),
         "tpr_at_0.1pct_fpr": tpr_at_fpr(y, s, 0.001),
     }
+
+
+def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, rounds: int = 200, seed: int = 0) -> list[float]:
+    """A 95% interval of the AUC, resampling fakes and reals separately."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    fakes, reals = scores[labels == 1], scores[labels == 0]
+    values = []
+    for _ in range(rounds):
+        f = rng.choice(fakes, len(fakes))
+        r = rng.choice(reals, len(reals))
+        values.append(roc_auc_score(np.r_[np.ones(len(f)), np.zeros(len(r))], np.r_[f, r]))
+    return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval for a rate of ``k`` in ``n``."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
 
 
 def metrics(labels: Sequence[int], likelihoods: Sequence[float], threshold: float) -> dict[str, float]:
