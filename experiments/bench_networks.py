@@ -6,7 +6,7 @@ and OpenVINO, with the same weights, at several batch sizes.
 The networks are the model's face CNN and frame CNN and MTCNN's P-Net (on one pyramid level of the detector's
 canvas), R-Net and O-Net, as PyTorch modules (training's definition, facenet-pytorch's). ONNX files are exported
 from them into a temporary folder; OpenVINO compiles the same ONNX files (scoring builds its graphs from the
-weights instead, :mod:`gan_face._openvino`: the same layers, so the same speed). Prints images (or crops) per
+weights instead, :mod:`gan_face.graphs`: the same layers, so the same speed). Prints images (or crops) per
 second and each runtime's largest difference from eager PyTorch's outputs. Runtimes not installed are skipped.
 """
 
@@ -104,7 +104,7 @@ def main() -> int:
         except ImportError:
             pass
         try:
-            from gan_face._openvino import openvino
+            from gan_face.graphs.runtime import openvino
 
             ov = openvino()
             core = ov.Core()

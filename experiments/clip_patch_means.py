@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gan_face import _openvino
 from gan_face._runtime import tune_allocator
 from gan_face.card import CnnConfig, load_state_dict
 from gan_face.clip import CLIP_CHUNK
+from gan_face.graphs.clip_vit import clip_vit
+from gan_face.graphs.runtime import CompiledNetwork
 from gan_face.training import clip_matrix  # the matrix's folds and metrics, as the study script runs them
 from gan_face.training.datasets import index_tree
 from gan_face.training.pools import ConditionVariants, build_pool
@@ -30,8 +31,8 @@ SIZE, GROUP = 144, 128
 
 def encode(pool, encoder: str, depth: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """CLS tokens (``N x depth x 768``) and patch means (``N x (depth - 1) x 768``) of every crop in ``pool``."""
-    graph = _openvino.clip_vit(load_state_dict(encoder), SIZE, CLIP_CHUNK, depth, patch_means=True)
-    network = _openvino.CompiledNetwork(
+    graph = clip_vit(load_state_dict(encoder), SIZE, CLIP_CHUNK, depth, patch_means=True)
+    network = CompiledNetwork(
         graph, CLIP_CHUNK, streams=workers, cpu_hints={"DYNAMIC_QUANTIZATION_GROUP_SIZE": GROUP}
     )
     crops = pool.crops[:, 0]

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                       settings=settings, cache_dir=args.cache)  # fmt: skip
 
     evaluated = [s for s in samples if s.label == 1 or s.source in EVALUATION_REALS]
-    config = CnnConfig(input_size=base.cnn.input_size)
+    config = CnnConfig(input_size=base.face.config.input_size)
     pool = build_pool(
         evaluated, args.cache, config, variants=len(CONDITIONS), make_variant=ConditionVariants(CONDITIONS),
         spec={"kind": "conditions", "conditions": list(CONDITIONS)}, workers=torch.get_num_threads(),
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     }
     for when, card_path in (("before", work / "fold.json"), ("after", work / "tuned.json")):
         card = ModelCard.load(card_path)
-        result[when] = family_auc(predict_pool(load_torch_cnn(card), pool, card.cnn), pool, used)
+        result[when] = family_auc(predict_pool(load_torch_cnn(card), pool, card.face.config), pool, used)
     for condition in CONDITIONS:
         print(f"== {condition}: AUC before -> after (TPR at 1% FPR)")
         for name, before in result["before"][condition].items():

@@ -26,17 +26,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     card, frame = ModelCard.load(args.card), ModelCard.load(args.frame)
-    if frame.cnn is None or frame.cnn.view != "frame":
+    if frame.face is None or frame.face.config.view != "frame":
         parser.error(f"{args.frame}: not a frame CNN (train it with scripts/train.py --view frame)")
+    config = frame.face.config
     held_out = [c.sections.get("training", {}).get("held_out_sources") for c in (card, frame)]
     if held_out[0] != held_out[1]:
         parser.error(f"{args.frame} held out {held_out[1]}, {args.card} held out {held_out[0]}: they must agree")
     target = args.card.with_name(args.card.stem + "-frame.safetensors")
-    shutil.copyfile(frame.weights_path, target)
+    shutil.copyfile(frame.face.weights_path, target)
     training = {**card.sections.get("training", {}), "frame_cnn": frame.sections.get("training", {})}
-    card = card.replace(frame=Network(frame.cnn, target, file_sha256(target))).with_sections(training=training)
+    card = card.replace(frame=Network(config, target, file_sha256(target))).with_sections(training=training)
     card.save(args.card)
-    print(f"{args.card}: frame CNN {target.name} ({frame.cnn.architecture}, {frame.cnn.input_size} px) joined")
+    print(f"{args.card}: frame CNN {target.name} ({config.architecture}, {config.input_size} px) joined")
     if "frame" not in card.fusion.features:
         print(
             "its fusion does not weigh the frame yet: refit it with scripts/fit_fusion.py --features cnn,frame,..."

@@ -262,7 +262,7 @@ def main() -> int:
             ),
         }
 
-    from gan_face._openvino import openvino  # without OpenVINO's usage telemetry, as the scans import it
+    from gan_face.graphs.runtime import openvino  # without OpenVINO's usage telemetry, as the scans import it
 
     core = openvino().Core()
     gpus = [d for d in core.available_devices if d.startswith("GPU")]

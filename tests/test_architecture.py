@@ -169,6 +169,14 @@ def test_the_sys_path_check_sees_an_edit():
     assert not sys_path_edits("import sys\nprint(sys.path[0], list(sys.path))\n", "reader.py")
 
 
+def test_a_subpackage_of_the_core_is_core():
+    # the networks' graphs are a package of their own (gan_face.graphs): still the ground floor, like every module
+    graphs = {m: targets for m, targets in graph().items() if m.startswith("gan_face.graphs")}
+    assert {"gan_face.graphs", "gan_face.graphs.runtime", "gan_face.graphs.layers"} <= set(graphs)
+    assert {floor(m) for m in graphs} == {"core"} and "gan_face.graphs.runtime" in graph()["gan_face.cnn"]
+    assert "gan_face.graphs.layers" in graphs["gan_face.graphs.mtcnn"]
+
+
 def test_no_import_cycle():
     edges = graph()
     state: dict[str, int] = {}

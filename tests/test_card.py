@@ -1,5 +1,6 @@
 """ModelCard: the one reader and writer of model cards."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,12 +14,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_card_round_trips_byte_for_byte(tmp_path):
-    import dataclasses
-
     shipped = ModelCard.load()
     for network in shipped.networks().values():  # every weights file beside the copy, as beside the original
         shutil.copy(network.weights_path, tmp_path / network.weights_path.name)
-    moved = shipped.replace(weights_path=tmp_path / shipped.weights_path.name)
+    face = shipped.face
+    moved = shipped.replace(face=dataclasses.replace(face, weights_path=tmp_path / face.weights_path.name))
     if shipped.frame is not None:
         moved = moved.replace(
             frame=dataclasses.replace(shipped.frame, weights_path=tmp_path / shipped.frame.weights_path.name)
@@ -26,15 +26,40 @@ def test_shipped_card_round_trips_byte_for_byte(tmp_path):
     saved = moved.save(tmp_path / "copy.json")
     assert (tmp_path / "copy.json").read_text() == default_card_path().read_text()
     again = ModelCard.load(tmp_path / "copy.json")
-    assert again.fusion == shipped.fusion and again.cnn == shipped.cnn and again.detector == shipped.detector
+    assert again.fusion == shipped.fusion and again.face == moved.face and again.detector == shipped.detector
     assert again.sections == shipped.sections and saved.path == tmp_path / "copy.json"
+
+
+@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3"])
+def test_every_shipped_card_saves_the_keys_and_values_it_was_read_from(tmp_path, name):
+    # the face CNN is a Network in the card object; on disk it stays the flat "cnn" entry it always was
+    original = json.loads(shipped_card_path(name).read_text())
+    card = ModelCard.load(name)
+    assert card.networks()["cnn"] is card.face and card.face.config.view == "face"
+    written = json.loads(card.save(tmp_path / f"{name}.json").path.read_text())
+    for key in ("cnn", "frame_cnn"):  # saved elsewhere, a CNN's weights are named by absolute path: the same file
+        if key in original:
+            beside = shipped_card_path(name).parent / original[key]["weights"]
+            assert Path(written[key]["weights"]) == beside.resolve()
+            written[key]["weights"] = original[key]["weights"]
+    assert written == original and list(written) == list(original)
+
+
+def test_the_face_cnns_old_flat_fields_still_read():
+    card = ModelCard.load("gan-face-v1")
+    face = card.face
+    assert (card.cnn, card.weights_path, card.weights_sha256) == (face.config, face.weights_path, face.sha256)
+    faceless = card.replace(face=None)
+    assert faceless.cnn is None and faceless.weights_path is None and "cnn" not in faceless.networks()
+    with pytest.raises(ValueError, match="no weights"):
+        faceless.with_weights(card.face.weights_path)
 
 
 def test_card_elsewhere_names_its_weights_by_absolute_path(tmp_path):
     shipped = ModelCard.load()
     shipped.save(tmp_path / "work.json")
     written = json.loads((tmp_path / "work.json").read_text())
-    assert written["cnn"]["weights"] == str(shipped.weights_path.resolve())
+    assert written["cnn"]["weights"] == str(shipped.face.weights_path.resolve())
     assert ModelCard.load(tmp_path / "work.json").load_state_dict()  # and it still loads
 
 
@@ -46,10 +71,10 @@ def test_sections_are_added_replaced_and_dropped():
 def test_weights_that_do_not_match_the_cards_sha256_are_refused(tmp_path):
     shipped = ModelCard.load()
     weights = tmp_path / "w.safetensors"
-    data = bytearray(shipped.weights_path.read_bytes())
+    data = bytearray(shipped.face.weights_path.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    shipped.replace(weights_path=weights).save(tmp_path / "w.json")
+    shipped.replace(face=dataclasses.replace(shipped.face, weights_path=weights)).save(tmp_path / "w.json")
     with pytest.raises(WeightsError, match="sha256"):
         ModelCard.load(weights).load_state_dict()
 
@@ -107,7 +132,7 @@ def test_leave_one_out_stores_its_matrix_in_the_experiment_log_beside_the_card(t
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     shipped = ModelCard.load("gan-face-v1")
-    card = shipped.with_weights(shutil.copy(shipped.weights_path, tmp_path / "m.safetensors"))
+    card = shipped.with_weights(shutil.copy(shipped.face.weights_path, tmp_path / "m.safetensors"))
     card = card.save(tmp_path / "m.json")
     before = (tmp_path / "m.json").read_text()
     log_path = script.store_in_experiment_log(card.path, {"folds": []})

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gan_face import _openvino as ov
 from gan_face.card import ClipConfig, ModelCard, load_state_dict
 from gan_face.clip import ClipEncoder, ClipHead
+from gan_face.graphs import clip_vit as vit
+from gan_face.graphs.runtime import CompiledNetwork
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 ENCODER = MODELS / "clip-vit-b16.safetensors"
@@ -42,11 +43,11 @@ def numpy_cls_tokens(state, images: np.ndarray, depth: int, patch_means: bool = 
 
     n, size = len(images), images.shape[1]
     grid, width = size // 16, 768
-    x = (images / 255.0 - np.array(ov.CLIP_MEAN)) / np.array(ov.CLIP_STD)
+    x = (images / 255.0 - np.array(vit.CLIP_MEAN)) / np.array(vit.CLIP_STD)
     patches = x.reshape(n, grid, 16, grid, 16, 3).transpose(0, 1, 3, 5, 2, 4).reshape(n, grid * grid, -1)
     tokens = patches @ state["embed.patch"].reshape(width, -1).T.astype(np.float64)
     tokens = np.concatenate([np.broadcast_to(state["embed.class"], (n, 1, width)), tokens], 1)
-    y = norm(tokens + ov.clip_positions(state["embed.position"], grid), "pre_norm")
+    y = norm(tokens + vit.clip_positions(state["embed.position"], grid), "pre_norm")
 
     def heads(t):
         return t.reshape(n, -1, 12, 64).transpose(0, 2, 1, 3)
@@ -102,15 +103,15 @@ def test_the_studies_patch_means_follow_the_float_math_and_leave_the_cls_tokens_
     """``clip_vit(patch_means=True)`` (experiments/clip_patch_means.py) adds the mean patch token of every block
     but the last, and the CLS tokens it gives are the shipped graph's."""
     depth, images = 3, golden["images"]
-    shipped = ov.CompiledNetwork(ov.clip_vit(state, 224, 4, depth), 4)
-    studied = ov.CompiledNetwork(ov.clip_vit(state, 224, 4, depth, patch_means=True), 4)
+    shipped = CompiledNetwork(vit.clip_vit(state, 224, 4, depth), 4)
+    studied = CompiledNetwork(vit.clip_vit(state, 224, 4, depth, patch_means=True), 4)
     cls, means = studied(images)
     np.testing.assert_array_equal(cls, shipped(images)[0])
     assert means.shape == (len(images), depth - 1, 768)
     _, reference = numpy_cls_tokens(state, images, depth, patch_means=True)
     assert cosines(means, reference[:, : depth - 1]).min() > 0.999
     with pytest.raises(ValueError, match="at least 2 blocks"):
-        ov.clip_vit(state, 224, 4, 1, patch_means=True)
+        vit.clip_vit(state, 224, 4, 1, patch_means=True)
 
 
 def test_encoder_matches_the_wheels_own_graph(state, golden):
@@ -134,10 +135,10 @@ def test_encoder_gives_each_image_the_same_tokens_in_any_batch(state, golden):
 
 
 def test_positions_resize_to_other_grids_and_keep_the_class_position(state):
-    resized = ov.clip_positions(state["embed.position"], 10)
+    resized = vit.clip_positions(state["embed.position"], 10)
     assert resized.shape == (101, 768)
     np.testing.assert_array_equal(resized[0], state["embed.position"][0])
-    np.testing.assert_allclose(ov.clip_positions(state["embed.position"], 14), state["embed.position"])
+    np.testing.assert_allclose(vit.clip_positions(state["embed.position"], 14), state["embed.position"])
 
 
 def test_head_is_linear_in_the_standardised_tokens():

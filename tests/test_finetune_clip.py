@@ -122,7 +122,7 @@ def test_finetune_refits_the_head_keeps_the_cnn_and_names_the_shipped_encoder(tr
     assert card.clip.head_sha256 != base_card.clip.head_sha256
     assert card.clip.config == base_card.clip.config
     # the CNN is the base's, bit for bit
-    assert file_sha256(out) == base_card.weights_sha256 == card.weights_sha256
+    assert file_sha256(out) == base_card.face.sha256 == card.face.sha256
     # the new head's statistics: the base's plus the user's 16 training images, 3 sources' worth per class
     old, new = (HeadStats.from_tensors(load_state_dict(c.clip.head_path)) for c in (base_card, card))
     assert np.allclose(new.weight - old.weight, 3.0 * old.weight / [2, 3])
@@ -180,5 +180,5 @@ def test_cnn_fine_tune_is_opt_in_for_a_base_with_a_clip_view(tree, base, tmp_pat
     assert result.exit_code == 0, result.output
     assert "refitted: the clip head" in result.output and "refitted: the face CNN (epochs: 1" in result.output
     card = ModelCard.load(out)
-    assert card.weights_sha256 != ModelCard.load(base).weights_sha256
+    assert card.face.sha256 != ModelCard.load(base).face.sha256
     assert card.clip.head_sha256 != ModelCard.load(base).clip.head_sha256

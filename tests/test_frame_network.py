@@ -23,8 +23,8 @@ def frame_card(tmp_path_factory):
     """v1 plus a frame network at 96 px, fused over the face CNN, the frame CNN and the eyes."""
     folder = tmp_path_factory.mktemp("frame_model")
     base = ModelCard.load("gan-face-v1")
-    face_weights = shutil.copy(base.weights_path, folder / "m.safetensors")
-    frame_weights = shutil.copy(base.weights_path, folder / "m-frame.safetensors")
+    face_weights = shutil.copy(base.face.weights_path, folder / "m.safetensors")
+    frame_weights = shutil.copy(base.face.weights_path, folder / "m-frame.safetensors")
     frame = Network(CnnConfig(input_size=96, view="frame"), frame_weights, file_sha256(frame_weights))
     fusion = Fusion(("cnn", "frame", "eyes"), (1.0, 0.5, 0.25), (0.0, 0.0, -8.0), (2.0, 2.0, 6.0), 0.1)
     card = base.with_weights(face_weights).replace(name="m", frame=frame, fusion=fusion)
@@ -71,7 +71,7 @@ def test_without_a_face_the_frame_network_does_not_judge(frame_card):
 
 def test_a_frame_network_that_does_not_see_the_frame_or_has_no_weights_is_refused(frame_card, tmp_path):
     raw = json.loads(frame_card.path.read_text())
-    raw["cnn"]["weights"] = str(frame_card.weights_path)
+    raw["cnn"]["weights"] = str(frame_card.face.weights_path)
     raw["frame_cnn"]["weights"] = str(frame_card.frame.weights_path)
     raw["frame_cnn"]["config"]["view"] = "face"
     (tmp_path / "wrong_view.json").write_text(json.dumps(raw))
@@ -109,10 +109,10 @@ def _script(name: str):
 def test_add_frame_cnn_joins_a_trained_frame_network_beside_the_card(frame_card, tmp_path):
     base = ModelCard.load("gan-face-v1")
     held = {"held_out_sources": ["real/a", "fake/b"]}
-    model = base.with_weights(shutil.copy(base.weights_path, tmp_path / "model.safetensors"))
+    model = base.with_weights(shutil.copy(base.face.weights_path, tmp_path / "model.safetensors"))
     model = model.with_sections(training=held).save(tmp_path / "model.json")
     trained = frame_card.frame
-    frame = base.replace(cnn=trained.config).with_weights(trained.weights_path)
+    frame = base.replace(face=trained)  # train.py --view frame's card: the frame CNN as its face network
     frame.with_sections(training={**held, "minutes": 1.0}).save(tmp_path / "frame.json")
 
     assert _script("add_frame_cnn").main(["--card", str(model.path), "--frame", str(tmp_path / "frame.json")]) == 0

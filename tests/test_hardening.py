@@ -1,6 +1,7 @@
 """Nothing lost, nothing misleading (issue 13): each test reproduces one way a user was misled or lost a file."""
 
 import csv
+import dataclasses
 import json
 import os
 import shlex
@@ -251,7 +252,9 @@ def test_a_pickle_is_refused_without_torch_noise(faces, tmp_path):
 
     weights = tmp_path / "evil.pth"
     weights.write_bytes(pickle.dumps({"_fc.weight": [1.0]}, protocol=4))
-    ModelCard.load().replace(weights_path=weights, weights_sha256=None).save(weights.with_suffix(".json"))
+    card = ModelCard.load()
+    card = card.replace(face=dataclasses.replace(card.face, weights_path=weights, sha256=None))
+    card.save(weights.with_suffix(".json"))
     done = subprocess.run(
         [sys.executable, "-m", "gan_face.outputs.cli", "scan", str(faces / "a00.jpg"), "--weights", str(weights)],
         capture_output=True, text=True, check=False,

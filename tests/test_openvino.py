@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from gan_face import _mtcnn
-from gan_face import _openvino as ov
 from gan_face.card import CnnConfig, ModelCard
 from gan_face.cnn import CNN_CHUNK, STAGES, load_cnn
+from gan_face.graphs.efficientnet import efficientnet_lite
+from gan_face.graphs.mtcnn import onet
+from gan_face.graphs.runtime import CompiledNetwork
 from gan_face.training.network import build_cnn, load_torch_cnn, preprocess
 
 facenet = pytest.importorskip("facenet_pytorch.models.mtcnn")
@@ -84,8 +86,8 @@ def test_random_weights_of_each_architecture_match_torch(architecture, size):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    graph = ov.efficientnet_lite(state, STAGES[architecture], size, CNN_CHUNK, config.mean, config.std)
-    compiled = ov.CompiledNetwork(graph, CNN_CHUNK)
+    graph = efficientnet_lite(state, STAGES[architecture], size, CNN_CHUNK, config.mean, config.std)
+    compiled = CompiledNetwork(graph, CNN_CHUNK)
     images = crops(size, n=5, seed=1)
     (got,) = compiled(np.stack(images))
     expected = torch_logits(model, images, config)
@@ -99,7 +101,7 @@ def test_overlapping_calls_get_a_compiled_copy_each_up_to_streams_with_the_same_
     import threading
 
     weights = _mtcnn.load_weights()["onet"]
-    network = ov.CompiledNetwork(ov.onet(weights, 4), 4, streams=2)
+    network = CompiledNetwork(onet(weights, 4), 4, streams=2)
     x = np.random.default_rng(0).uniform(-1, 1, (6, 3, 48, 48)).astype(np.float32)
     expected = network(x)
     for _ in range(3):  # one thread after another, as successive thread pools call
@@ -129,9 +131,7 @@ def test_overlapping_calls_get_a_compiled_copy_each_up_to_streams_with_the_same_
 
 def test_a_hint_cannot_undo_one_inference_per_calling_thread():
     weights = _mtcnn.load_weights()["onet"]
-    network = ov.CompiledNetwork(
-        ov.onet(weights, 4), 4, cpu_hints={"NUM_STREAMS": 4, "PERFORMANCE_HINT": "LATENCY"}
-    )
+    network = CompiledNetwork(onet(weights, 4), 4, cpu_hints={"NUM_STREAMS": 4, "PERFORMANCE_HINT": "LATENCY"})
     assert network.compiled.get_property("NUM_STREAMS") == 1
 
 
@@ -253,7 +253,7 @@ def test_scoring_sends_no_telemetry_and_writes_nothing_home(tmp_path, host_first
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
 def test_a_cuda_device_is_refused_with_the_reason(device):
-    from gan_face.align import runtime_device
+    from gan_face.graphs.runtime import runtime_device
 
     with pytest.raises(ValueError, match="OpenVINO.*no CUDA"):
         runtime_device(device)

@@ -51,7 +51,7 @@ def test_finetune_on_a_tiny_tree_writes_a_loadable_calibrated_model(tree, tmp_pa
     out = tmp_path / "adapted.safetensors"
     report = finetune(tree / "real", tree / "fake", out, settings=settings, cache_dir=tmp_path / "cache")
     card = ModelCard.load(out)
-    assert card.name == "adapted" and card.weights_path == out
+    assert card.name == "adapted" and card.face.weights_path == out
     assert card.load_state_dict()  # sha256 matches the file written
     assert 0.0 <= card.threshold <= 1.0
     section = card.sections["finetune"]

@@ -15,8 +15,9 @@ area-resampled from one summed-area table per batch, with the sums exact (intege
 ``interpolate(mode="area")``, so they are the values facenet-pytorch computes, without a call per candidate.
 Everything between the networks is float32 numpy, operation for operation as facenet-pytorch does it in torch
 (``tests/test_align.py`` compares the two on images), and the networks are OpenVINO graphs
-(:mod:`gan_face._openvino`) of facenet-pytorch's layers with its weights, shipped as ``models/mtcnn.safetensors``
-(converted from its wheel by ``scripts/convert_mtcnn_weights.py``). Nothing here imports torch.
+(:mod:`gan_face.graphs.mtcnn`) of facenet-pytorch's layers with its weights, shipped as
+``models/mtcnn.safetensors`` (converted from its wheel by ``scripts/convert_mtcnn_weights.py``). Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -349,11 +350,12 @@ def load_weights() -> dict[str, dict[str, np.ndarray]]:
 
 def load_nets(device: str = "CPU", streams: int = 1) -> Networks:
     """The three networks, compiled for OpenVINO ``device`` with ``streams`` inferences able to run at once."""
-    from . import _openvino as ov
+    from .graphs.mtcnn import onet, pnet, rnet
+    from .graphs.runtime import CompiledNetwork, ShapeCache
 
     weights = load_weights()
     return Networks(
-        pnet=ov.ShapeCache(lambda h, w, rows: ov.pnet(weights["pnet"], h, w, rows), IMAGE_CHUNK, device, streams),
-        rnet=ov.CompiledNetwork(ov.rnet(weights["rnet"], RNET_CHUNK), RNET_CHUNK, device, streams),
-        onet=ov.CompiledNetwork(ov.onet(weights["onet"], ONET_CHUNK), ONET_CHUNK, device, streams),
+        pnet=ShapeCache(lambda h, w, rows: pnet(weights["pnet"], h, w, rows), IMAGE_CHUNK, device, streams),
+        rnet=CompiledNetwork(rnet(weights["rnet"], RNET_CHUNK), RNET_CHUNK, device, streams),
+        onet=CompiledNetwork(onet(weights["onet"], ONET_CHUNK), ONET_CHUNK, device, streams),
     )

@@ -2,7 +2,7 @@
 
 Threads: a scan runs ``N`` workers, each taking a whole batch from decoding to verdicts, and every network
 inference in them runs on the worker's own thread (each call takes a free copy of the network, one per worker at
-most, :mod:`gan_face._openvino`). ``N`` is the CPUs this process may use (:func:`available_cpus`: its affinity
+most, :mod:`gan_face.graphs.runtime`). ``N`` is the CPUs this process may use (:func:`available_cpus`: its affinity
 mask, and the cgroup's CPU quota in a container), or ``--threads`` / ``GAN_FACE_THREADS``. One thread per operation
 is what keeps a scan fast beside other jobs: thread teams wait for each other at every operation, and when another
 process holds a core they wait for a thread that is not running (two scans on 2 cores with torch's 2-thread teams

@@ -20,6 +20,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from .graphs.runtime import runtime_device
+
 Point = tuple[float, float]
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -179,17 +181,6 @@ class FaceAligner:
         canvas = np.zeros((self.detect_size, self.detect_size, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
         return canvas, (new_w / width, new_h / height)  # exact per axis, rounding included
-
-
-def runtime_device(device: str | None) -> str:
-    """The OpenVINO device that scores: ``None`` or ``"cpu"`` is the CPU; ``"gpu"`` an Intel GPU. PyTorch's
-    ``"cuda"`` is refused with a clear message: scoring runs on OpenVINO, which has no CUDA device."""
-    name = (device or "cpu").strip()
-    if name.lower().startswith("cuda"):
-        raise ValueError(
-            f"device {name!r}: scoring runs on OpenVINO (CPU, or an Intel GPU as 'GPU'), which has no CUDA device"
-        )
-    return name.upper()
 
 
 def order_faces(faces: Sequence[Face]) -> list[Face]:

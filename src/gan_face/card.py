@@ -213,16 +213,15 @@ def _find_weights(name: str, card_path: Path) -> Path:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """A parsed, validated model card. ``weights_path`` is resolved; ``sections`` holds the free-form parts.
-    ``frame`` is the optional second CNN, on the whole frame."""
+    """A parsed, validated model card; ``sections`` holds the free-form parts. ``face`` is the CNN on the aligned
+    face (the card's ``"cnn"``, evidence ``"cnn"``) and ``frame`` the optional second CNN, on the whole frame
+    (``"frame_cnn"``, evidence ``"frame"``); each a :class:`Network`, its weights' path resolved."""
 
     name: str
     fusion: Fusion
     threshold: float
     detector: DetectorSettings = DetectorSettings()
-    cnn: Optional[CnnConfig] = None
-    weights_path: Optional[Path] = None
-    weights_sha256: Optional[str] = None
+    face: Optional[Network] = None
     description: str = ""
     sections: Mapping[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None  # where it was read from or last saved
@@ -232,8 +231,6 @@ class ModelCard:
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} outside [0, 1]")
-        if (self.cnn is None) != (self.weights_path is None):
-            raise ValueError("a CNN config needs a weights file and a weights file needs a CNN config")
         if self.frame is not None and self.frame.config.view != "frame":
             raise ValueError(f"frame_cnn must see the frame, its config says view={self.frame.config.view!r}")
 
@@ -282,9 +279,7 @@ class ModelCard:
                 fusion=Fusion.from_dict(raw["fusion"]),
                 threshold=float(raw["threshold"]),
                 detector=DetectorSettings.from_dict(raw["detector"]),
-                cnn=face and face.config,
-                weights_path=face and face.weights_path,
-                weights_sha256=face and face.sha256,
+                face=face,
                 sections={k: v for k, v in raw.items() if k not in _OWN_KEYS},
                 path=card_path,
                 frame=frame,
@@ -296,11 +291,27 @@ class ModelCard:
     def networks(self) -> dict[str, Network]:
         """The model's CNNs by evidence name (:data:`NETWORKS`): ``"cnn"`` on the face, ``"frame"`` if any."""
         found = {}
-        if self.cnn is not None and self.weights_path is not None:
-            found["cnn"] = Network(self.cnn, self.weights_path, self.weights_sha256)
+        if self.face is not None:
+            found["cnn"] = self.face
         if self.frame is not None:
             found["frame"] = self.frame
         return found
+
+    # the face CNN's old flat fields, read-only, kept for a release: read ``face`` instead
+    @property
+    def cnn(self) -> Optional[CnnConfig]:
+        """The face CNN's config: ``face.config`` (an alias kept for a release)."""
+        return None if self.face is None else self.face.config
+
+    @property
+    def weights_path(self) -> Optional[Path]:
+        """The face CNN's weights file: ``face.weights_path`` (an alias kept for a release)."""
+        return None if self.face is None else self.face.weights_path
+
+    @property
+    def weights_sha256(self) -> Optional[str]:
+        """The face CNN's weights' sha256: ``face.sha256`` (an alias kept for a release)."""
+        return None if self.face is None else self.face.sha256
 
     def load_state_dict(self, network: str = "cnn") -> dict[str, Any]:
         """A CNN's tensors as numpy arrays, after checking them against the card's sha256 (float16 stays as
@@ -332,9 +343,11 @@ class ModelCard:
         return dataclasses.replace(self, **changes)
 
     def with_weights(self, weights_path: str | os.PathLike[str]) -> "ModelCard":
-        """This card pointing at ``weights_path``, with that file's sha256."""
+        """This card's face CNN reading ``weights_path``, with that file's sha256."""
+        if self.face is None:
+            raise ValueError(f"{self.name}: a card without a face CNN has no weights to point elsewhere")
         path = Path(weights_path)
-        return self.replace(weights_path=path, weights_sha256=file_sha256(path))
+        return self.replace(face=dataclasses.replace(self.face, weights_path=path, sha256=file_sha256(path)))
 
     def with_sections(self, **sections: Any) -> "ModelCard":
         """This card with sections added or replaced (``None`` removes one)."""

