@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import needs_references
 
 from gan_face.align import (
     CROP_TEMPLATE,
@@ -80,6 +81,7 @@ def test_multiple_faces_rule():
     assert has_other_prominent_face([face(100), face(70)])
 
 
+@needs_references
 def test_our_nms_makes_torchvisions_decisions():
     """``_mtcnn.nms`` replaces torchvision's (whose import cost seconds of start-up): same boxes kept, same order,
     ties in score included."""

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import needs_training
 
 from gan_face.card import ModelCard, default_card_path, shipped_card_path
 from gan_face.errors import WeightsError
@@ -98,6 +99,7 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
     assert str(path) in str(caught.value)
 
 
+@needs_training
 @pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3"])
 def test_shipped_cards_measured_sections_pass_the_audit(name):
     from gan_face.training.card_audit import audit_card
@@ -124,10 +126,10 @@ def test_shipped_cards_hold_what_scoring_and_evaluation_need_and_not_the_experim
         assert card.path.stat().st_size < 64_000, (name, card.path.stat().st_size)
 
 
+@needs_training
 def test_leave_one_out_stores_its_matrix_in_the_experiment_log_beside_the_card(tmp_path):
     import importlib.util
 
-    pytest.importorskip("torch")
     spec = importlib.util.spec_from_file_location("leave_one_out", REPOSITORY / "scripts" / "leave_one_out.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -144,6 +146,7 @@ def test_leave_one_out_stores_its_matrix_in_the_experiment_log_beside_the_card(t
     assert (tmp_path / "m.json").read_text() == before  # the card itself is untouched
 
 
+@needs_training
 @pytest.mark.parametrize(
     "edit, problem",
     [

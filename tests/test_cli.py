@@ -7,7 +7,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import broken_files
+from conftest import broken_files, needs_training
 
 from gan_face.outputs.cli import main
 
@@ -116,6 +116,7 @@ def _evil_weights(tmp_path):
     return weights, marker
 
 
+@needs_training  # torch's weights_only loader is what refuses (without torch a .pth is not read at all)
 def test_malicious_weights_are_refused_by_scan_and_finetune(folder, tmp_path):
     weights, marker = _evil_weights(tmp_path)
     scan = CliRunner().invoke(main, ["scan", str(folder / "good.jpg"), "--weights", str(weights)])

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TRAIN_EXTRA
+
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
+
 import torch
 
 from gan_face.card import CnnConfig, ModelCard, load_state_dict

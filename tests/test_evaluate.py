@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TRAIN_EXTRA
 from PIL import Image
+
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
 
 from gan_face.align import FaceAligner, align_face
 from gan_face.checks.eyes import TEMPLATE_MEAN

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import face_tree
+from conftest import TRAIN_EXTRA, face_tree
+
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
 
 from gan_face.card import (
     DEFAULT_MODEL,
@@ -23,8 +26,6 @@ from gan_face.errors import WeightsError
 from gan_face.fusion import Fusion
 from gan_face.outputs.cli import main
 from gan_face.training.clip_head import HeadStats, fit_stats, head_tensors, source_weights
-
-pytest.importorskip("torch")
 
 # the encoder among the installed shipped models (what a card names by its bare name), not the source tree's copy
 ENCODER = (shipped_card_path(DEFAULT_MODEL).parent / "clip-vit-b16.safetensors").resolve()

@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import face_tree
+from conftest import TRAIN_EXTRA, face_tree
 from PIL import Image
 
 from gan_face.outputs.cli import main
 
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from conftest import needs_training
 
 from gan_face._math import score_logit
 from gan_face.fusion import Fusion
-from gan_face.training.fitting import fit_fusion
-from gan_face.training.metrics import expected_calibration_error, threshold_at_fpr
 
 
 def test_likelihood_rises_with_each_piece_of_evidence():
@@ -25,7 +24,11 @@ def test_round_trip_and_validation():
         Fusion.from_dict({"features": ["a", "b"], "weights": [1], "centers": [0], "scales": [1], "intercept": 0})
 
 
+@needs_training
 def test_fit_separates_and_calibrates():
+    from gan_face.training.fitting import fit_fusion
+    from gan_face.training.metrics import expected_calibration_error
+
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(500, int), np.ones(500, int)]
     informative = 1 / (1 + np.exp(-(labels * 2 - 1) * 2 - rng.normal(0, 1, 1000)))
@@ -40,7 +43,10 @@ def test_fit_separates_and_calibrates():
     assert expected_calibration_error(labels, p) < 0.05
 
 
+@needs_training
 def test_threshold_flags_at_most_the_allowed_share():
+    from gan_face.training.metrics import threshold_at_fpr
+
     reals = np.linspace(0, 1, 1000)
     t = threshold_at_fpr(reals, 0.01)
     assert np.mean(reals >= t) <= 0.01
@@ -53,6 +59,7 @@ def test_score_logit_is_clipped():
     assert score_logit(1.0) == pytest.approx(13.8155, abs=1e-3)
 
 
+@needs_training
 def test_the_per_source_limit_guards_a_hard_source_and_skips_one_too_small_to_measure():
     from gan_face.training.datasets import Sample
     from gan_face.training.fitting import strictest_threshold

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_training
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -24,5 +24,6 @@ def test_quickstart_notebook_runs():
     execute("quickstart.ipynb")
 
 
+@needs_training
 def test_finetune_notebook_runs(shared_data):
     execute("finetune.ipynb")

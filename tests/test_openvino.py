@@ -1,5 +1,8 @@
 """The scoring runtime (OpenVINO graphs built from the weights, numpy around them) against the PyTorch definitions
-training uses and against facenet-pytorch's MTCNN: same outputs, so the same likelihoods as torch scoring gave."""
+training uses and against facenet-pytorch's MTCNN: same outputs, so the same likelihoods as torch scoring gave.
+Without torch (the light [test] install) the comparisons skip and the runtime's own tests still run."""
+
+from __future__ import annotations
 
 import os
 import subprocess
@@ -7,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+from conftest import HAS_REFERENCES, HAS_TRAINING, needs_references, needs_training
 
 from gan_face import _mtcnn
 from gan_face.card import CnnConfig, ModelCard
@@ -15,9 +18,13 @@ from gan_face.cnn import CNN_CHUNK, STAGES, load_cnn
 from gan_face.graphs.efficientnet import efficientnet_lite
 from gan_face.graphs.mtcnn import onet
 from gan_face.graphs.runtime import CompiledNetwork
-from gan_face.training.network import build_cnn, load_torch_cnn, preprocess
 
-facenet = pytest.importorskip("facenet_pytorch.models.mtcnn")
+if HAS_TRAINING:
+    import torch
+
+    from gan_face.training.network import build_cnn, load_torch_cnn, preprocess
+if HAS_REFERENCES:
+    from facenet_pytorch.models import mtcnn as facenet
 
 
 def crops(size: int, n: int = 11, seed: int = 0) -> list[np.ndarray]:
@@ -56,6 +63,7 @@ SHIPPED = [
 ]
 
 
+@needs_training
 @pytest.mark.parametrize("name, network", SHIPPED)
 def test_every_shipped_cnn_scores_as_its_torch_definition(name, network):
     card = ModelCard.load(name)
@@ -71,6 +79,7 @@ def test_every_shipped_cnn_scores_as_its_torch_definition(name, network):
     assert scorer.logits([]).shape == (0,)
 
 
+@needs_training
 @pytest.mark.parametrize("architecture, size", [("efficientnet_lite0", 97), ("efficientnet_lite1", 64)])
 def test_random_weights_of_each_architecture_match_torch(architecture, size):
     """Weights no training produced (BatchNorm statistics far from 0 and 1, odd input sizes for the "same"
@@ -144,6 +153,7 @@ def facenet_nets() -> dict[str, torch.nn.Module]:
     }
 
 
+@needs_references
 def test_shipped_mtcnn_weights_are_facenet_pytorchs():
     shipped = _mtcnn.load_weights()
     for name, module in facenet_nets().items():
@@ -153,6 +163,7 @@ def test_shipped_mtcnn_weights_are_facenet_pytorchs():
             assert np.array_equal(shipped[name][key], value), f"{name}.{key}"
 
 
+@needs_references
 def test_mtcnn_networks_match_facenet_pytorchs():
     nets, reference = _mtcnn.load_nets(), facenet_nets()
     rng = np.random.default_rng(2)
@@ -172,6 +183,7 @@ def test_mtcnn_networks_match_facenet_pytorchs():
             assert np.abs(mine - theirs.numpy()).max() < 1e-5, name
 
 
+@needs_training
 def test_area_resample_is_torchs_area_interpolation():
     """The summed-area crops are ``interpolate(mode="area")`` of each rectangle, as facenet-pytorch resizes."""
     rng = np.random.default_rng(3)
@@ -188,6 +200,7 @@ def test_area_resample_is_torchs_area_interpolation():
             assert np.abs(got[k] - expected).max() < 1e-3
 
 
+@needs_references
 def test_detection_matches_facenet_pytorchs_mtcnn_image_by_image():
     """The whole numpy pipeline against facenet-pytorch's ``detect_face`` on one canvas at a time (its batched
     form lets images of a batch suppress each other's boxes, which ours never does)."""

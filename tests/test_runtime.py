@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+from conftest import needs_training
 from PIL import Image
 
 from gan_face import _runtime
@@ -60,7 +60,10 @@ def test_threads_come_from_the_option_the_environment_or_the_cpus(monkeypatch):
         _runtime.resolve_threads(0)
 
 
+@needs_training
 def test_configure_threads_runs_torch_on_one_thread_per_worker():
+    import torch
+
     before = torch.get_num_threads()
     try:
         assert _runtime.configure_threads(3) == 3
@@ -97,25 +100,24 @@ def test_scan_reports_the_checks_not_computed(tmp_path, astronaut):
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(astronaut).save(folder / "a.jpg", quality=90)
-    before = torch.get_num_threads()
-    try:
-        rows = {}
-        for option in ("auto", "all"):
-            out = tmp_path / f"{option}.csv"
-            args = ["scan", str(folder), "-o", str(out), "-q", "--checks", option, "--threads", "1"]
-            assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
-            rows[option] = next(csv.DictReader(open(out)))
-    finally:
-        torch.set_num_threads(before)
+    rows = {}  # torch's thread count, where torch is loaded, is restored by conftest's _torch_threads_restored
+    for option in ("auto", "all"):
+        out = tmp_path / f"{option}.csv"
+        args = ["scan", str(folder), "-o", str(out), "-q", "--checks", option, "--threads", "1"]
+        assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+        rows[option] = next(csv.DictReader(open(out)))
     assert list(rows["auto"])[-1] == "not_computed"
     assert rows["auto"]["not_computed"] == "symmetry background spectrum" and rows["auto"]["check_symmetry"] == ""
     assert rows["all"]["not_computed"] == "" and rows["all"]["check_symmetry"] != ""
     assert rows["auto"]["likelihood"] == rows["all"]["likelihood"]
 
 
+@needs_training
 def test_crop_pool_in_the_main_process_leaves_torch_threads_alone(tmp_path, astronaut):
     """workers=1 builds the pool in the main process: it used to set torch to one thread for the training after
     it (fine-tuning ran on one core of two)."""
+    import torch
+
     from gan_face.align import CROP_TEMPLATE
     from gan_face.training.pools import _PoolWorker
 

@@ -254,7 +254,7 @@ def test_a_card_names_the_checks_not_computed_once(avatars, tmp_path):
 
 
 def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason='needs Ray (not in [test], ~0.5 GB): pip install ".[ray]"')
     from gan_face.outputs.ray_data import score_folder
 
     out = tmp_path / "cli.jsonl"

@@ -1,6 +1,11 @@
 """Training data plumbing that decides what the CNN sees: class balance, source weights, identity splits."""
 
 import numpy as np
+import pytest
+from conftest import TRAIN_EXTRA
+
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
 
 from gan_face.training.datasets import Sample
 from gan_face.training.loop import source_balanced_weights

@@ -4,7 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import face_tree
+from conftest import TRAIN_EXTRA, face_tree
+
+pytest.importorskip("torch", reason=TRAIN_EXTRA)
+pytest.importorskip("sklearn", reason=TRAIN_EXTRA)
 
 from gan_face.card import DEFAULT_MODEL, ModelCard
 from gan_face.fusion import Fusion
