@@ -42,8 +42,8 @@ def networks(weights: str | None):
     for net, cls in (("pnet", reference.PNet), ("rnet", reference.RNet), ("onet", reference.ONet)):
         modules[net] = cls(pretrained=False).eval()
         modules[net].load_state_dict({k: torch.from_numpy(v) for k, v in shipped[net].items()})
-    side = card.detector.detect_size
-    level = int(side * 12.0 / card.detector.min_face_size * 0.709**2 + 1)  # a middle pyramid level
+    side = card.face_search.detect_size
+    level = int(side * 12.0 / card.face_search.min_face_size * 0.709**2 + 1)  # a middle pyramid level
     found += [
         (f"P-Net ({level} px level)", modules["pnet"], (3, level, level)),
         ("R-Net (24 px crops)", modules["rnet"], (3, 24, 24)),

@@ -24,7 +24,7 @@ images, or from scikit-image's astronaut when there is no data), then measures o
 
 It runs with whatever code ``gan_face`` imports (``PYTHONPATH=src`` for this tree), so an older checkout can be
 measured the same way if it has ``gan_face.training.bench_folder`` (the folder's builder; an older one through
-``--baseline``); ``--scan-args`` adds options to the scans (for example ``--checks all``).
+``--baseline``); ``--scan-args`` adds options to the scans (for example ``--explain all``).
 """
 
 from __future__ import annotations
@@ -164,7 +164,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gan-face-bench")
     parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available, as the scan does)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--scan-args", default="", help="extra options for the scans, e.g. '--checks all'")
+    parser.add_argument(
+        "--scan-args",
+        default="",
+        help="extra options for the scans, e.g. '--explain all' (its old name, --checks, for older checkouts)",
+    )
     parser.add_argument("--no-pair", action="store_true", help="skip the two-scans-at-once run")
     parser.add_argument("--compare", default="", help="comma-separated model cards to scan with, alternated")
     parser.add_argument(
@@ -207,7 +211,7 @@ def main() -> int:
     results["decode_only_per_s"] = rate(len(files), time.perf_counter() - start)
 
     try:  # the model's own face-search settings, each network able to run one inference per worker at once
-        aligner = Detector(workers=threads).aligner
+        aligner = Detector(threads=threads).aligner
     except TypeError:  # a checkout from before workers
         aligner = Detector().aligner
     set_torch_threads(1)
@@ -373,10 +377,10 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
         for name, key in keys.items():
             module = getattr(nets, name)
             module.forward = timing(module.forward, key)
-    detector.score_arrays([load_image(str(files[0]))])  # warm-up
+    detector.score(str(files[0]))  # warm-up
     spent.clear()
     handle = io.StringIO()
-    writer = CsvRowWriter(handle, columns_for(detector.report_check_names))
+    writer = CsvRowWriter(handle, columns_for(detector.evidence_names))
     for i in range(0, len(files), batch_size):
         start = clock()
         images = [load_image(str(p)) for p in files[i : i + batch_size]]
@@ -390,7 +394,7 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
         spent["detect: total"] += clock() - start
         mains = [faces[0] if faces else None for faces in all_faces]
         learnt: list[dict] = [{} for _ in images]
-        for name, network in detector.networks.items():
+        for name, network in detector.views.items():
             start = clock()
             results = network.score_faces(images, mains)
             spent[f"{name}: {network.config.view} crops and forward"] += clock() - start
@@ -409,7 +413,7 @@ def profile_stages(files: list[Path], batch_size: int) -> dict[str, float]:
         spent["fusion and verdict"] += clock() - start
         start = clock()
         for k, verdict in enumerate(verdicts):
-            writer.write(verdict_row(str(k), verdict, detector.report_check_names))
+            writer.write(verdict_row(str(k), verdict, detector.evidence_names))
         spent["CSV rows"] += clock() - start
     nets_total = sum(v for k, v in spent.items() if k.startswith("detect: ") and "Net" in k)
     letterbox = spent["detect: letterbox to the detector's size"]

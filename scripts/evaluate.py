@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         parser.error(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
-    detector = Detector(weights=args.weights, threshold=args.threshold, workers=configure_threads())
+    detector = Detector(weights=args.weights, threshold=args.threshold, threads=configure_threads())
     if args.from_rows:
         fusion = detector.card.fusion
         rows = [r for r in load_rows(args.from_rows) if r["condition"] in conditions]

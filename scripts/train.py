@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from gan_face._runtime import tune_allocator
-from gan_face.align import DetectorSettings
+from gan_face.align import FaceSearchSettings
 from gan_face.card import CnnConfig, ModelCard, Network, file_sha256, save_weights
 from gan_face.checks import CHECKS
 from gan_face.fusion import Fusion
@@ -141,7 +141,7 @@ def main() -> int:
     card = ModelCard(
         name=out.name,
         description="EfficientNet-Lite0 on the aligned face crop, fused with the forensic checks.",
-        detector=DetectorSettings(),  # the settings the crops above were found with
+        face_search=FaceSearchSettings(),  # the settings the crops above were found with
         face=Network(config, weights_path, file_sha256(weights_path)),
         # provisional: the CNN alone decides until scripts/fit_fusion.py fits this on held-out data
         fusion=Fusion(

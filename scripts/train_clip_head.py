@@ -198,7 +198,7 @@ def score_base_evidence(base: ModelCard, samples, conditions, work: Path, have_r
     wanted += [(i, c) for c in conditions for i in other_fakes]
     jobs = [job for job in wanted if job not in have]
     without_clip = base.replace(clip=None).save(work / f"{base.name}-without-clip.json")
-    detector = Detector(without_clip.path, workers=configure_threads())
+    detector = Detector(without_clip.path, threads=configure_threads())
     scored = score_jobs(detector, samples, jobs)
     save_rows(scored, missing)
     print(f"{missing}: {len(jobs)} rows of {base.name}'s evidence without its clip view")

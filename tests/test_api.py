@@ -74,14 +74,14 @@ def test_verdict_contract(detector, astronaut):
     assert v.synthetic == (v.likelihood >= v.threshold) == bool(v)
     assert v.status == "ok"
     assert v.face is not None and v.face.landmarks.left_eye[0] < v.face.landmarks.right_eye[0]
-    assert set(detector.report_check_names) == set(v.checks)
-    for name, check in v.checks.items():
+    assert set(detector.evidence_names) == set(v.evidence)
+    for name, check in v.evidence.items():
         assert check.name == name and check.explanation
         assert check.score is None or 0.0 <= check.score <= 1.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.likelihood = 0.5  # type: ignore[misc]
     with pytest.raises(TypeError):
-        v.checks["eyes"] = None  # type: ignore[index]
+        v.evidence["eyes"] = None  # type: ignore[index]
     row = v.to_dict()
     assert row["status"] == "ok" and row["face"]["landmarks"]["left_eye"]
     # a real NASA portrait, framed by a person: not flagged
@@ -93,8 +93,8 @@ def test_no_face_gets_no_likelihood_when_nothing_weighed_was_measured(detector):
     v = detector.score(flat)
     assert v.status == "no_face" and v.face is None
     assert v.likelihood is None and not v.synthetic and not v  # the fused checks (cnn, eyes) need a face
-    assert v.checks["eyes"].score is None and v.checks["cnn"].score is None
-    assert v.checks["background"].explanation  # the other evidence is still reported
+    assert v.evidence["eyes"].score is None and v.evidence["cnn"].score is None
+    assert v.evidence["background"].explanation  # the other evidence is still reported
 
 
 def test_threshold_override(detector, astronaut):
@@ -114,3 +114,35 @@ def test_errors_raise_in_score_and_flow_in_batches(detector, astronaut):
     assert all(isinstance(r, GanFaceError) for r in results[1:3])
     with pytest.raises(GanFaceError):
         list(detector.score_many([astronaut, b""]))
+
+
+def test_is_synthetic_takes_the_callers_detector(detector, astronaut):
+    mine = is_synthetic(astronaut, detector=detector)
+    assert mine.likelihood == detector.score(astronaut).likelihood
+    with pytest.raises(ValueError, match="not both"):
+        is_synthetic(astronaut, detector=detector, weights="gan-face-v2")
+
+
+def test_the_old_names_still_work_for_one_release(detector, astronaut):
+    v = detector.score(astronaut)
+    assert v.checks is v.evidence  # Verdict.checks: the old, read-only name
+    with pytest.raises(TypeError):
+        v.checks["eyes"] = None  # type: ignore[index]
+    with pytest.warns(DeprecationWarning, match="explain"):
+        old = Detector(checks="auto", workers=1)
+    assert old.explain == "auto" and old.threads == 1
+
+
+def test_every_front_door_goes_through_one_pipeline(detector, astronaut):
+    """score, score_many and score_stream give the same verdict; score_stream keeps each item and its image."""
+    from gan_face.detector import batched
+
+    assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
+    items = [("a", astronaut), ("broken", b"garbage"), ("b", astronaut)]
+    scored = list(detector.score_stream(items, source=lambda item: item[1], batch_size=2))
+    assert [s.item[0] for s in scored] == ["a", "broken", "b"]
+    assert scored[1].image is None and isinstance(scored[1].result, GanFaceError)
+    assert scored[0].image.shape == astronaut.shape
+    one = detector.score(astronaut).likelihood
+    assert scored[0].result.likelihood == scored[2].result.likelihood == one
+    assert next(detector.score_many([astronaut])).likelihood == one

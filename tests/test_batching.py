@@ -47,7 +47,7 @@ def constructed_images(n: int = 36) -> list[np.ndarray]:
 def auto_detector():
     from gan_face import Detector
 
-    return Detector(checks="auto")
+    return Detector(explain="auto")
 
 
 def _summary(verdicts):
@@ -70,7 +70,7 @@ def _assert_same(got, expected, what):
 
 def test_same_likelihood_in_any_batch_and_order(auto_detector):
     images = constructed_images()
-    alone = _summary([auto_detector.score_arrays([image])[0] for image in images])
+    alone = _summary([auto_detector.score(image) for image in images])
     assert sum(status == "ok" for _, status, _, _ in alone) >= 25  # the astronaut is found in most of them
     for batch_size in (8, 32, 64):
         batched = _summary(auto_detector.score_many(images, batch_size=batch_size))
@@ -78,12 +78,12 @@ def test_same_likelihood_in_any_batch_and_order(auto_detector):
     order = np.random.default_rng(1).permutation(len(images))
     shuffled = _summary(auto_detector.score_many([images[i] for i in order], batch_size=32))
     _assert_same([shuffled[list(order).index(i)] for i in range(len(images))], alone, "shuffled")
-    auto_detector.workers = 2
+    auto_detector.threads = 2
     try:
         parallel = _summary(auto_detector.score_many(images, batch_size=8))
     finally:
-        auto_detector.workers = 1
-    _assert_same(parallel, alone, "two workers")
+        auto_detector.threads = 1
+    _assert_same(parallel, alone, "two threads")
 
 
 def test_face_boxes_do_not_depend_on_the_batch():

@@ -27,7 +27,7 @@ def test_shipped_card_round_trips_byte_for_byte(tmp_path):
     saved = moved.save(tmp_path / "copy.json")
     assert (tmp_path / "copy.json").read_text() == default_card_path().read_text()
     again = ModelCard.load(tmp_path / "copy.json")
-    assert again.fusion == shipped.fusion and again.face == moved.face and again.detector == shipped.detector
+    assert again.fusion == shipped.fusion and again.face == moved.face and again.face_search == shipped.face_search
     assert again.sections == shipped.sections and saved.path == tmp_path / "copy.json"
 
 

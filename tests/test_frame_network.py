@@ -42,17 +42,17 @@ def test_a_frame_network_round_trips_through_its_card(frame_card):
 
 def test_the_verdict_carries_the_frame_networks_evidence_and_its_share(frame_card, astronaut):
     detector = Detector(weights=frame_card.path)
-    assert detector.report_check_names[:3] == ("cnn", "frame", "eyes")
+    assert detector.evidence_names[:3] == ("cnn", "frame", "eyes")
     verdict = detector.score(astronaut)
-    frame = verdict.checks["frame"]
+    frame = verdict.evidence["frame"]
     # the frame network saw the whole image's centred square at its own input size
-    expected = float(detector.networks["frame"].logits([frame_view(astronaut, 96)])[0])
+    expected = float(detector.views["frame"].logits([frame_view(astronaut, 96)])[0])
     assert frame.details["logit"] == pytest.approx(expected, abs=1e-4)
     assert frame.score == pytest.approx(sigmoid(expected), abs=1e-6)
     assert "whole picture" in frame.explanation
     assert verdict.contributions["frame"] == pytest.approx(0.5 * expected / 2.0, abs=1e-4)
     assert verdict.likelihood == pytest.approx(frame_card.fusion.likelihood(
-        {name: result.score for name, result in verdict.checks.items()}))  # fmt: skip
+        {name: result.score for name, result in verdict.evidence.items()}))  # fmt: skip
 
 
 def test_the_frame_network_sees_the_background_and_the_face_network_does_not(frame_card, astronaut):
@@ -60,13 +60,13 @@ def test_the_frame_network_sees_the_background_and_the_face_network_does_not(fra
     repainted = astronaut.copy()
     repainted[:, -80:] = (30, 200, 30)  # the right edge, far from the face (inside the centred square)
     before, after = detector.score(astronaut), detector.score(repainted)
-    assert before.checks["cnn"].score == pytest.approx(after.checks["cnn"].score, abs=1e-6)
-    assert abs(before.checks["frame"].details["logit"] - after.checks["frame"].details["logit"]) > 1e-3
+    assert before.evidence["cnn"].score == pytest.approx(after.evidence["cnn"].score, abs=1e-6)
+    assert abs(before.evidence["frame"].details["logit"] - after.evidence["frame"].details["logit"]) > 1e-3
 
 
 def test_without_a_face_the_frame_network_does_not_judge(frame_card):
     verdict = Detector(weights=frame_card.path).score(np.full((200, 200, 3), 128, np.uint8))
-    assert verdict.checks["frame"].score is None and verdict.likelihood is None
+    assert verdict.evidence["frame"].score is None and verdict.likelihood is None
 
 
 def test_a_frame_network_that_does_not_see_the_frame_or_has_no_weights_is_refused(frame_card, tmp_path):
@@ -121,7 +121,7 @@ def test_add_frame_cnn_joins_a_trained_frame_network_beside_the_card(frame_card,
         joined.frame.weights_path == tmp_path / "model-frame.safetensors" and joined.frame.config.view == "frame"
     )
     assert joined.sections["training"]["frame_cnn"]["minutes"] == 1.0 and joined.fusion == model.fusion
-    assert Detector(weights=model.path).report_check_names[:2] == ("cnn", "frame")
+    assert Detector(weights=model.path).evidence_names[:2] == ("cnn", "frame")
 
     frame.with_sections(training={"held_out_sources": ["real/other"]}).save(tmp_path / "frame.json")
     with pytest.raises(SystemExit):  # trained on what the card holds out: its halves would not be unseen

@@ -35,12 +35,17 @@ CASES = [
 #: in other orders), which moved v1's likelihoods by up to 0.0009 in log-odds between two Xeon machines; any
 #: change to a model, a crop or a check moves them by far more.
 LOG_ODDS_TOLERANCE = 0.01
+#: The clip view runs int8 matrix products whose OpenVINO kernels differ by CPU (AVX-512 VNNI on the machine that
+#: wrote v3's values, AVX2 alone on an AMD EPYC here): its score moved by up to 0.16 in log-odds there, and v3's
+#: fused likelihood by up to 0.10 (the CNNs' float scores not at all). Still far below what any change to a
+#: model, a crop or a check moves.
+INT8_LOG_ODDS_TOLERANCE = 0.25
 #: Stored values are rounded to 6 decimals, which is all a probability near 0 or 1 can be compared to.
 ROUNDING = 1e-6
 
 
-def _same_probability(got: float, stored: float) -> bool:
-    return abs(got - stored) <= ROUNDING or abs(score_logit(got) - score_logit(stored)) <= LOG_ODDS_TOLERANCE
+def _same_probability(got: float, stored: float, tolerance: float = LOG_ODDS_TOLERANCE) -> bool:
+    return abs(got - stored) <= ROUNDING or abs(score_logit(got) - score_logit(stored)) <= tolerance
 
 
 def _jpeg(array: np.ndarray, quality: int) -> np.ndarray:
@@ -81,16 +86,17 @@ def test_shipped_model_reproduces_its_golden_verdicts(detectors, model, name):
     expected = json.loads(GOLDEN[model].read_text())["verdicts"][name]
     assert json.loads(GOLDEN[model].read_text())["model"] == model
     verdict = detectors[model].score(constructed_images()[name])
+    int8 = INT8_LOG_ODDS_TOLERANCE if "clip" in verdict.evidence else LOG_ODDS_TOLERANCE
     assert verdict.status == expected["status"]
     if expected["likelihood"] is None:
         assert verdict.likelihood is None
     else:
-        assert _same_probability(verdict.likelihood, expected["likelihood"])
+        assert _same_probability(verdict.likelihood, expected["likelihood"], int8)
     for check, score in expected["checks"].items():
-        got = verdict.checks[check].score
+        got = verdict.evidence[check].score
         assert (got is None) == (score is None), check
         if score is not None:
-            assert _same_probability(got, score), check
+            assert _same_probability(got, score, int8 if check == "clip" else LOG_ODDS_TOLERANCE), check
 
 
 def write_golden(model: str, note: str) -> None:
@@ -103,7 +109,7 @@ def write_golden(model: str, note: str) -> None:
         verdicts[name] = {
             "likelihood": None if verdict.likelihood is None else round(verdict.likelihood, 6),
             "status": verdict.status,
-            "checks": {k: None if r.score is None else round(r.score, 6) for k, r in verdict.checks.items()},
+            "checks": {k: None if r.score is None else round(r.score, 6) for k, r in verdict.evidence.items()},
         }
     payload = {"model": model, "note": note, "verdicts": verdicts}
     GOLDEN[model].write_text(json.dumps(payload, indent=1) + "\n")

@@ -74,24 +74,24 @@ def test_configure_threads_runs_torch_on_one_thread_per_worker():
 
 def test_auto_checks_give_the_same_likelihood_and_say_what_was_skipped(detector, astronaut):
     from gan_face import Detector
-    from gan_face.checks import NotComputed, not_computed
+    from gan_face.result import NotComputed
 
-    auto = Detector(checks="auto")
+    auto = Detector(explain="auto")
     full, lazy = detector.score(astronaut), auto.score(astronaut)
     assert lazy.likelihood == full.likelihood and lazy.synthetic == full.synthetic is False
-    skipped = not_computed(lazy.checks)
+    skipped = lazy.not_computed
     assert skipped == list(auto.explaining_checks) == ["symmetry", "background", "spectrum"]
-    assert all(isinstance(lazy.checks[name], NotComputed) for name in skipped)
+    assert all(isinstance(lazy.evidence[name], NotComputed) for name in skipped)
     assert all(
-        lazy.checks[name].score is None and "Not computed" in lazy.checks[name].explanation for name in skipped
+        lazy.evidence[name].score is None and "Not computed" in lazy.evidence[name].explanation for name in skipped
     )
-    assert not_computed(full.checks) == []
+    assert full.not_computed == []
     # a flagged image (threshold 0) or one near the threshold gets every check
-    flagged = Detector(checks="auto", threshold=0.0).score(astronaut)
-    assert not_computed(flagged.checks) == []
-    assert flagged.checks["symmetry"].score == full.checks["symmetry"].score
+    flagged = Detector(explain="auto", threshold=0.0).score(astronaut)
+    assert flagged.not_computed == []
+    assert flagged.evidence["symmetry"].score == full.evidence["symmetry"].score
     # explained from log-odds 2 below the threshold's (0.92 at gan-face-v3's 0.9884)
-    assert auto.wants_explanation(0.93) and not auto.wants_explanation(0.5) and auto.wants_explanation(None)
+    assert auto._wants_explanation(0.93) and not auto._wants_explanation(0.5) and auto._wants_explanation(None)
 
 
 def test_scan_reports_the_checks_not_computed(tmp_path, astronaut):

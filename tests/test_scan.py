@@ -17,8 +17,8 @@ from PIL import Image
 
 from gan_face.align import Face, Landmarks
 from gan_face.checks.eyes import TEMPLATE_MEAN
+from gan_face.outputs.account_network import AccountNetworkView
 from gan_face.outputs.cli import main
-from gan_face.outputs.network import NetworkView
 from gan_face.outputs.report import verdict_row
 from gan_face.result import CheckResult, Verdict
 
@@ -140,7 +140,7 @@ def _avatar(synthetic: bool, left_eye, right_eye, mouth, eyes_score: float, size
 
 
 def test_network_view_stacks_template_faces():
-    view = NetworkView(size=32)
+    view = AccountNetworkView(size=32)
     width = height = 512
     eyes = TEMPLATE_MEAN.reshape(3, 2)[:2] * [width, height]
     rng = np.random.default_rng(1)
@@ -161,7 +161,7 @@ def test_network_view_stacks_template_faces():
     assert "coordinated" in view.text() and "possible network: 6 flagged of 6 avatars" in view.text()
 
 
-def _framed_alike(view: NetworkView, prefix: str, n: int, flagged: int, left_eye=(190, 240)) -> None:
+def _framed_alike(view: AccountNetworkView, prefix: str, n: int, flagged: int, left_eye=(190, 240)) -> None:
     """``n`` avatars with their eyes on the same pixels (aligned the same way, off the StyleGAN template), the
     first ``flagged`` of them flagged."""
     x, y = left_eye
@@ -174,7 +174,7 @@ def _framed_alike(view: NetworkView, prefix: str, n: int, flagged: int, left_eye
 def test_a_group_is_a_possible_network_only_when_it_holds_flagged_avatars():
     """Real photos aligned by one tool share their eye positions: forty of them are shared framing, not a network;
     a group with flagged avatars in it is a possible network, with their count, and comes first."""
-    view = NetworkView(size=32)
+    view = AccountNetworkView(size=32)
     _framed_alike(view, "aligned_real", 40, flagged=0, left_eye=(190, 240))
     _framed_alike(view, "one_flag", 12, flagged=1, left_eye=(150, 300))
     _framed_alike(view, "suspect", 5, flagged=3, left_eye=(120, 200))
@@ -195,13 +195,13 @@ def test_the_report_states_the_network_rule_and_counts_flagged_avatars(tmp_path)
     from gan_face.outputs.report import verdict_row
     from gan_face.outputs.report_html import render_html
 
-    view = NetworkView(size=32)
+    view = AccountNetworkView(size=32)
     _framed_alike(view, "aligned_real", 40, flagged=0, left_eye=(190, 240))
     rows = tmp_path / "rows.jsonl"
     verdict = _avatar(False, (190, 240), (320, 240), [(210, 380), (300, 380)], 0.0)
     rows.write_text(json.dumps(verdict_row("aligned_real0.jpg", verdict, ["eyes"])) + "\n")
     out = tmp_path / "report.html"
-    render_html(rows, out, threshold=0.98, model="m", check_names=["eyes"], network=view)
+    render_html(rows, out, threshold=0.98, model="m", evidence_names=["eyes"], network=view)
     page = out.read_text()
     assert "called a <b>possible network</b> only when at least 2 of its avatars are flagged" in page
     assert "No possible network: no group holds 2 or more flagged avatars." in page
@@ -210,14 +210,14 @@ def test_the_report_states_the_network_rule_and_counts_flagged_avatars(tmp_path)
         "1 group with a shared framing" in framings and "<td>nothing flagged</td><td>0</td><td>40</td>" in framings
     )
     _framed_alike(view, "suspect", 5, flagged=3, left_eye=(120, 200))
-    render_html(rows, out, threshold=0.98, model="m", check_names=["eyes"], network=view)
+    render_html(rows, out, threshold=0.98, model="m", evidence_names=["eyes"], network=view)
     page = out.read_text()
     networks = page[page.index("<th>possible network</th>") : page.index('<details class="framings">')]
     assert "<td>group 1</td><td><b>3</b></td><td>5</td>" in networks and "aligned_real" not in networks
 
 
 def test_the_mean_faces_picture_is_labelled(tmp_path):
-    view = NetworkView(size=32)
+    view = AccountNetworkView(size=32)
     for i in range(4):
         view.add(f"a{i}.jpg", _avatar(i < 3, (190, 240), (320, 240), [(210, 380), (300, 380)], 0.0),
                  np.full((64, 64, 3), 90, np.uint8))  # fmt: skip
@@ -228,13 +228,13 @@ def test_the_mean_faces_picture_is_labelled(tmp_path):
     path = tmp_path / "network.png"
     assert view.save_mean_faces(str(path))
     picture = np.asarray(Image.open(path).convert("L"))
-    from gan_face.outputs.network import PANEL_SIDE
+    from gan_face.outputs.account_network import PANEL_SIDE
 
     # two panels under a title band, over their captions and the legend: dark text on white above and below them
     assert picture.shape[0] > PANEL_SIDE + 100 and picture.shape[1] >= 2 * PANEL_SIDE
     title, captions = picture[:28], picture[-100:]
     assert (title < 100).sum() > 100 and (captions < 128).sum() > 300, "no text drawn"
-    assert NetworkView().save_mean_faces(str(tmp_path / "empty.png")) is False
+    assert AccountNetworkView().save_mean_faces(str(tmp_path / "empty.png")) is False
 
 
 def test_a_card_names_the_checks_not_computed_once(avatars, tmp_path):
@@ -262,7 +262,7 @@ def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):
     cli = {row["path"]: row for row in map(json.loads, out.read_text().splitlines())}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        rows = score_folder(avatars, batch_size=8, concurrency=2).take_all()
+        rows = score_folder(avatars, batch_size=8, actors=2).take_all()
     finally:
         ray.shutdown()
     assert sorted(r["path"] for r in rows) == sorted(cli)

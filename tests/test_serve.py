@@ -59,7 +59,7 @@ def avatars(tmp_path_factory, astronaut) -> list[Path]:
 def served_detector():
     from gan_face import Detector
 
-    return Detector(checks="auto")  # as gan-face scan and gan-face serve score
+    return Detector(explain="auto")  # as gan-face scan and gan-face serve score
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_one_image_gives_the_scan_row(client, served_detector, avatars):
     answer = _post(client, _part("file", avatar.name, avatar.read_bytes()))
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
     (row,) = answer.json()["rows"]
-    names = served_detector.report_check_names
+    names = served_detector.evidence_names
     expected = json.loads(
         jsonl_line(verdict_row(avatar.name, served_detector.score(avatar), names), columns_for(names))
     )
@@ -177,7 +177,7 @@ def test_health_model_card_and_openapi(client, served_detector):
     assert client.get("/healthz").json() == {"status": "ok", "model": DEFAULT_MODEL, "waiting": 0}
     card = client.get("/v1/model").json()
     assert card["name"] == served_detector.card.name and card["threshold"] == served_detector.threshold
-    assert card["evidence"] == list(served_detector.report_check_names)
+    assert card["evidence"] == list(served_detector.evidence_names)
     avatar = card["evaluation"]["conditions"]["avatar"]["all"]
     assert 0.9 < avatar["auc"] <= 1 and avatar["n_real"] > 0
     assert card["limits"]["max_upload_bytes"] == 2 * MIB and card["limits"]["max_files"] == 8
@@ -188,7 +188,7 @@ def test_health_model_card_and_openapi(client, served_detector):
     assert set(fields) == {"file", "files"}
     assert {"200", "400", "413", "415", "422", "503"} <= set(post["responses"])
     row = schema["components"]["schemas"]["Row"]["properties"]
-    assert set(columns_for(served_detector.report_check_names)) <= set(row) and "face" in row
+    assert set(columns_for(served_detector.evidence_names)) <= set(row) and "face" in row
     error = post["responses"]["415"]["content"]["application/json"]["schema"]["$ref"]
     assert error.endswith("/ErrorBody")
     assert {"/", "/healthz", "/v1/model", "/v1/cards"} <= set(schema["paths"])
@@ -271,14 +271,18 @@ class _CountingDetector:
 
     max_pixels = None
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
         self.batches: list[int] = []
 
-    def score_loaded(self, loaded):
-        self.batches.append(len(loaded))
+    def score_batch(self, items, *, source):
+        from gan_face.detector import Scored
+        from gan_face.io import load_image
+
+        self.batches.append(len(items))
         time.sleep(0.05)
-        return [image.shape[1] if isinstance(image, np.ndarray) else image for image in loaded]
+        images = [load_image(source(item)) for item in items]
+        return [Scored(item, image, image.shape[1]) for item, image in zip(items, images)]
 
 
 def test_the_batcher_splits_what_waits_and_gathers_what_comes_together():
@@ -287,14 +291,14 @@ def test_the_batcher_splits_what_waits_and_gathers_what_comes_together():
     def upload(width: int) -> Upload:
         return Upload(f"{width}.png", encode(Image.new("RGB", (width, 8)), "PNG"))
 
-    shared = _CountingDetector(workers=2)
+    shared = _CountingDetector(threads=2)
     batcher = Batcher(shared, batch_size=4, max_queue=100)
     futures = batcher.submit([upload(10 + i) for i in range(20)])
     assert [f.result(timeout=60).result for f in futures] == [10 + i for i in range(20)]  # each its own answer
     assert sum(shared.batches) == 20 and max(shared.batches) <= 4 and len(shared.batches) >= 5
     batcher.close()
 
-    alone = _CountingDetector(workers=1)
+    alone = _CountingDetector(threads=1)
     batcher = Batcher(alone, batch_size=4, gather_s=0.5)
     first = batcher.submit([upload(7)])
     time.sleep(0.05)  # the second request comes just after the first: they share a batch

@@ -15,7 +15,7 @@ onto a square canvas, so any mix of sizes and aspect ratios batches together, th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,14 @@ Point = tuple[float, float]
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 #: MTCNN confidence from which a detection counts as a real face when ordering faces and counting them.
 CONFIDENT_FACE = 0.9
+#: Faces smaller than this (box side in pixels of the original image) carry too little detail to judge well.
+MIN_FACE_PIXELS = 40
+#: MTCNN confidences below this are often not faces at all (a pattern, a statue, a cartoon).
+MIN_FACE_CONFIDENCE = 0.95
+
+#: What the face search found, as a verdict reports it.
+Status = Literal["ok", "no_face", "multiple_faces", "low_quality"]
+STATUSES: tuple[str, ...] = ("ok", "no_face", "multiple_faces", "low_quality")
 
 #: Where the five landmarks go in the aligned crop, as fractions of its side. An ArcFace-like template with more
 #: margin: the whole face from brows to chin and the cheeks, little hair or background (those are other checks'
@@ -44,7 +52,7 @@ CROP_TEMPLATE = np.array(
 
 
 @dataclass(frozen=True)
-class DetectorSettings:
+class FaceSearchSettings:
     """How faces are searched for; stored in every model card, because the CNN learnt on crops found this way.
 
     ``detect_size`` is the longer side of the copy MTCNN sees (smaller is faster; faces smaller than
@@ -58,8 +66,12 @@ class DetectorSettings:
         return {"detect_size": self.detect_size, "min_face_size": self.min_face_size}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> "DetectorSettings":
+    def from_dict(cls, data: Mapping[str, object]) -> "FaceSearchSettings":
         return cls(detect_size=int(data["detect_size"]), min_face_size=int(data["min_face_size"]))  # type: ignore
+
+
+#: The old name of :class:`FaceSearchSettings` (before 0.2), kept for one release.
+DetectorSettings = FaceSearchSettings
 
 
 @dataclass(frozen=True)
@@ -114,12 +126,12 @@ class Face:
 class FaceAligner:
     """Finds faces with MTCNN. Reusable and cheap to call; load it once per process.
 
-    ``settings`` (:class:`DetectorSettings`) say at what size and how small a face is searched for.
+    ``settings`` (:class:`FaceSearchSettings`) say at what size and how small a face is searched for.
     """
 
     def __init__(
         self,
-        settings: DetectorSettings = DetectorSettings(),
+        settings: FaceSearchSettings = FaceSearchSettings(),
         *,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         device: str | None = None,
@@ -194,6 +206,19 @@ def has_other_prominent_face(faces: Sequence[Face], *, min_relative_size: float 
         return False
     main = faces[0]
     return any(f.confidence >= CONFIDENT_FACE and f.size >= min_relative_size * main.size for f in faces[1:])
+
+
+def face_status(faces: Sequence[Face]) -> Status:
+    """What the search found, main face first (:func:`order_faces`): none, one too small or unsure to judge
+    well, one beside another prominent face, or one clear face."""
+    if not faces:
+        return "no_face"
+    main = faces[0]
+    if main.size < MIN_FACE_PIXELS or main.confidence < MIN_FACE_CONFIDENCE:
+        return "low_quality"
+    if has_other_prominent_face(faces):
+        return "multiple_faces"
+    return "ok"
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Model cards: the one reader and writer of a model's JSON card and of its weights file.
 
-A model is a JSON card (detector settings, CNN config, fusion, threshold, and what was measured) and, when it
+A model is a JSON card (face-search settings, CNN config, fusion, threshold, and what was measured) and, when it
 has a CNN, a ``.safetensors`` file named in the card; a model may add a second CNN on the whole frame
 (``"frame_cnn"``, the same layout as ``"cnn"``, its own weights file). ``Detector(weights=...)`` takes the card's
 path, the weights' path (the card is then ``<same name>.json`` beside it) or ``None`` for the model shipped in
@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .align import CROP_TEMPLATE, DetectorSettings
+from .align import CROP_TEMPLATE, FaceSearchSettings
 from .errors import WeightsError
 from .fusion import Fusion
 
@@ -220,7 +220,7 @@ class ModelCard:
     name: str
     fusion: Fusion
     threshold: float
-    detector: DetectorSettings = DetectorSettings()
+    face_search: FaceSearchSettings = FaceSearchSettings()
     face: Optional[Network] = None
     description: str = ""
     sections: Mapping[str, Any] = field(default_factory=dict)
@@ -278,7 +278,7 @@ class ModelCard:
                 description=str(raw.get("description", "")),
                 fusion=Fusion.from_dict(raw["fusion"]),
                 threshold=float(raw["threshold"]),
-                detector=DetectorSettings.from_dict(raw["detector"]),
+                face_search=FaceSearchSettings.from_dict(raw["detector"]),  # the card's key since v1
                 face=face,
                 sections={k: v for k, v in raw.items() if k not in _OWN_KEYS},
                 path=card_path,
@@ -358,7 +358,7 @@ class ModelCard:
         data: dict[str, Any] = {"format": CARD_FORMAT, "name": self.name}
         if self.description:
             data["description"] = self.description
-        data["detector"] = self.detector.to_dict()
+        data["detector"] = self.face_search.to_dict()
         for name, network in self.networks().items():
             data[NETWORKS[name]] = network.to_dict(card_path)
         if self.clip is not None:

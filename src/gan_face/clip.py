@@ -25,9 +25,8 @@ import numpy as np
 
 from .align import Face
 from .card import DEFAULT_GROUP_SIZE, ClipConfig, ModelCard
-from .cnn import learnt_results
 from .errors import WeightsError
-from .result import CheckResult
+from .result import CheckResult, learnt_evidence
 from .views import cut_view
 
 #: Images per encoder call (calls are padded to it, so a feature never depends on the batch).
@@ -132,7 +131,7 @@ class ClipScorer:
     def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
         crops = [clip_input(img, face, self.config) for img, face in zip(images, faces) if face is not None]
         no_face = "No face found, so the CLIP view had nothing to judge."
-        return learnt_results(self.name, faces, self.logits(crops), explain_clip, no_face)
+        return learnt_evidence(self.name, faces, self.logits(crops), explain_clip, no_face)
 
 
 def load_clip(card: ModelCard, device: Optional[str] = None, *, streams: int = 1) -> ClipScorer:

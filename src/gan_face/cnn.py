@@ -13,15 +13,14 @@ The config travels with the weights in the model card and drives training and in
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ._math import sigmoid
 from .align import Face
 from .card import NETWORKS, CnnConfig, ModelCard
 from .errors import WeightsError
-from .result import CheckResult
+from .result import CheckResult, learnt_evidence
 from .views import cut_view
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0's seven stages
@@ -102,34 +101,13 @@ class CnnScorer:
 
     def results(self, faces: Sequence[Optional[Face]], face_logits: np.ndarray) -> list[CheckResult]:
         """The check results of :meth:`score_faces` from the logits of the images that have a face, in order."""
-        return learnt_results(
+        return learnt_evidence(
             self.name,
             faces,
             face_logits,
             lambda p: explain_cnn(p, self.config.view),
             "No face found, so the neural network had nothing to judge.",
         )
-
-
-def learnt_results(
-    name: str,
-    faces: Sequence[Optional[Face]],
-    face_logits: np.ndarray,
-    explain: Callable[[float], str],
-    no_face: str,
-) -> list[CheckResult]:
-    """A learnt view's check result per image from the logits of the images that have a face (in order): its
-    probability, explanation and logit, or ``score=None`` with ``no_face`` where there was nothing to judge."""
-    logits = iter(face_logits)
-    results = []
-    for face in faces:
-        if face is None:
-            results.append(CheckResult(name, None, no_face))
-            continue
-        logit = float(next(logits))
-        probability = sigmoid(logit)
-        results.append(CheckResult(name, probability, explain(probability), (), {"logit": logit}))
-    return results
 
 
 def card_network_state(card: ModelCard, network: str = "cnn") -> tuple[CnnConfig, dict[str, np.ndarray]]:

@@ -12,7 +12,6 @@ fusion picks up every check named in the model card, the CLI writes a ``check_<n
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
@@ -42,27 +41,6 @@ def _registry() -> dict[str, Check]:
 
 #: Every forensic check by name, in report order.
 CHECKS: Mapping[str, Check] = MappingProxyType(_registry())
-
-
-@dataclass(frozen=True)
-class NotComputed(CheckResult):
-    """A check that was not run for this image: it carries no weight in the likelihood, and with
-    ``checks="auto"`` (``gan-face scan``'s default) the checks that only explain are run for flagged images and
-    those near the threshold. Its score is ``None``; reports list it under ``not_computed``."""
-
-    @classmethod
-    def of(cls, name: str) -> "NotComputed":
-        return cls(
-            name,
-            None,
-            "Not computed: this check carries no weight in the likelihood and the image is well below the "
-            "threshold.",
-        )
-
-
-def not_computed(checks: Mapping[str, CheckResult]) -> list[str]:
-    """The names of the checks among ``checks`` that were not computed."""
-    return [name for name, result in checks.items() if isinstance(result, NotComputed)]
 
 
 def run_checks(image: np.ndarray, face: Optional[Face], names=None) -> dict[str, CheckResult]:

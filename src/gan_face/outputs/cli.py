@@ -14,7 +14,7 @@ from ..detector import DEFAULT_BATCH_SIZE
 from ..errors import GanFaceError, OutputExistsError, TrainingDataError, WeightsError
 from ..io import DEFAULT_MAX_PIXELS
 
-#: options scan and serve share: which model, its operating point, where it runs, which checks
+#: options scan and serve share: which model, its operating point, where it runs, which images are explained
 weights_option = click.option(
     "--weights",
     help=f"A shipped model's name ({', '.join(shipped_models())}; default {DEFAULT_MODEL}) or a fine-tuned model "
@@ -28,15 +28,36 @@ device_option = click.option(
     default=None,
     help="OpenVINO device that runs the networks: cpu (default) or gpu (an Intel GPU); CUDA is not supported.",
 )
-checks_option = click.option(
-    "--checks",
-    "check_policy",
-    type=click.Choice(["auto", "all"]),
-    default="auto",
-    show_default=True,
-    help="auto: the checks that only explain (no weight in the likelihood) are computed for flagged images and "
-    "those near the threshold, and listed under not_computed elsewhere; all: every check for every image.",
-)
+
+
+def max_pixels_option(help: str):
+    return click.option(
+        "--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1), help=help
+    )
+
+
+def threads_option(help: str):
+    return click.option("--threads", type=click.IntRange(1, 1024), help=help)
+
+
+def explain_option(command):
+    """``--explain``, and ``--checks``, its old name (before 0.2), hidden and kept for one release."""
+    command = click.option("--checks", "old_checks", type=click.Choice(["auto", "all"]), hidden=True)(command)
+    return click.option(
+        "--explain",
+        type=click.Choice(["auto", "all"]),
+        default="auto",
+        show_default=True,
+        help="Which images get the checks that only explain (no weight in the likelihood). auto: the flagged "
+        "ones and those near the threshold (listed under not_computed elsewhere); all: every image.",
+    )(command)
+
+
+def _explain(explain: str, old_checks: Optional[str]) -> str:
+    if old_checks is not None:
+        click.echo("warning: --checks is now --explain", err=True)
+        return old_checks
+    return explain
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,27 +92,18 @@ def main(verbose: int) -> None:
 @click.option(
     "--overwrite", is_flag=True, help="Replace an existing report (only once the new scan has finished)."
 )
-@click.option(
-    "--max-pixels",
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Refuse larger images (decompression bombs).",
-)
+@max_pixels_option("Refuse larger images (decompression bombs).")
 @click.option(
     "--summary",
     is_flag=True,
     help="Print the network view (shared eye positions, landmark groups); with -o also save the mean faces "
     "as <out>.network.png.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 1024),
-    help="CPU threads to use (default: $GAN_FACE_THREADS, else the CPUs this process may use: affinity and "
-    "cgroup quota). Each thread decodes and scores whole batches; each network inference runs on one thread.",
+@threads_option(
+    "CPU threads to use (default: $GAN_FACE_THREADS, else the CPUs this process may use: affinity and cgroup "
+    "quota). Each thread decodes and scores whole batches; each network inference runs on one thread."
 )
-@click.option("--workers", type=click.IntRange(1, 1024), hidden=True, help="Old name of --threads.")
-@checks_option
+@explain_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def scan(
     paths: tuple[str, ...],
@@ -107,8 +119,8 @@ def scan(
     max_pixels: int,
     summary: bool,
     threads: Optional[int],
-    workers: Optional[int],
-    check_policy: str,
+    explain: str,
+    old_checks: Optional[str],
     quiet: bool,
 ) -> None:
     """Score images and folders of images; one report row per file, in input order.
@@ -118,9 +130,9 @@ def scan(
     """
     from PIL import Image
 
-    from .._runtime import THREADS_ENV, configure_threads, tune_allocator
+    from .._runtime import tune_allocator
     from ..files import discover
-    from .network import NetworkView
+    from .account_network import AccountNetworkView
     from .scan import check_output, format_for, run_scan
 
     tune_allocator()  # a command, not a library import: faster CNN batches on glibc machines
@@ -140,23 +152,13 @@ def scan(
         raise click.UsageError(str(exc)) from None
     if fmt == "html" and not output:
         raise click.UsageError("an HTML report needs -o report.html")
-    try:
-        threads = configure_threads(threads or workers)
-    except ValueError as exc:
-        raise click.UsageError(f"{exc} (from {THREADS_ENV})") from None
+    threads = _threads(threads)
     found = discover(paths, recursive=recursive)
     _warn_skipped(found.not_images, "files that are not images")
     _warn_skipped(found.subfolders, "subfolders (add --recursive to scan them)")
     files = found.files
-    detector = _load_detector(
-        weights=weights,
-        device=device,
-        threshold=threshold,
-        max_pixels=max_pixels,
-        checks=check_policy,
-        workers=threads,
-    )
-    network = NetworkView() if summary else None
+    detector = _load_detector(weights, device, threshold, max_pixels, _explain(explain, old_checks), threads)
+    network = AccountNetworkView() if summary else None
     try:
         result = run_scan(
             detector,
@@ -205,14 +207,11 @@ _SERVE_MODULES = {"fastapi", "uvicorn", "python_multipart", "starlette", "pydant
 @weights_option
 @threshold_option
 @device_option
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 1024),
-    help="CPU threads to score with, as for scan (default: $GAN_FACE_THREADS, else the CPUs this process may "
-    "use).",
+@threads_option(
+    "CPU threads to score with, as for scan (default: $GAN_FACE_THREADS, else the CPUs this process may use)."
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Images per batch.")
-@checks_option
+@explain_option
 @click.option(
     "--max-upload-mb",
     default=32.0,
@@ -221,19 +220,9 @@ _SERVE_MODULES = {"fastapi", "uvicorn", "python_multipart", "starlette", "pydant
     help="Largest request body, in MiB (refused with 413 while it is read).",
 )
 @click.option("--max-files", default=64, show_default=True, type=click.IntRange(1), help="Images per request.")
+@max_pixels_option("Refuse larger images (413, from the header: decompression bombs).")
 @click.option(
-    "--max-pixels",
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Refuse larger images (413, from the header: decompression bombs).",
-)
-@click.option(
-    "--max-queue",
-    default=512,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Images waiting at most (then 503).",
+    "--max-queue", default=512, show_default=True, type=click.IntRange(1), help="Most images waiting (then 503)."
 )
 def serve(
     host: str,
@@ -243,7 +232,8 @@ def serve(
     device: Optional[str],
     threads: Optional[int],
     batch_size: int,
-    check_policy: str,
+    explain: str,
+    old_checks: Optional[str],
     max_upload_mb: float,
     max_files: int,
     max_pixels: int,
@@ -254,7 +244,7 @@ def serve(
     """
     from PIL import Image
 
-    from .._runtime import THREADS_ENV, configure_threads, tune_allocator
+    from .._runtime import tune_allocator
 
     try:
         from . import serve as server
@@ -266,10 +256,7 @@ def serve(
         ) from None
     tune_allocator()
     Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)  # as for scan: --max-pixels rules
-    try:
-        threads = configure_threads(threads)
-    except ValueError as exc:
-        raise click.UsageError(f"{exc} (from {THREADS_ENV})") from None
+    threads = _threads(threads)
     try:
         sock = server.listen(host, port)
     except OSError as exc:
@@ -280,14 +267,7 @@ def serve(
         max_pixels=max_pixels,
         max_queue=max_queue,
     )
-    detector = _load_detector(
-        weights=weights,
-        device=device,
-        threshold=threshold,
-        max_pixels=max_pixels,
-        checks=check_policy,
-        workers=threads,
-    )
+    detector = _load_detector(weights, device, threshold, max_pixels, _explain(explain, old_checks), threads)
     url = server.url_of(sock)
     if not server.is_loopback(host):
         click.echo(
@@ -314,13 +294,29 @@ class ModelLoadError(click.ClickException):
         super().__init__(f"cannot load the model: {problem}")
 
 
-def _load_detector(**settings):
+def _load_detector(weights, device, threshold, max_pixels, explain, threads):
     from ..detector import Detector
 
     try:
-        return Detector(**settings)
+        return Detector(
+            weights, device, threshold=threshold, max_pixels=max_pixels, explain=explain, threads=threads
+        )
     except GanFaceError as exc:
         raise ModelLoadError(str(exc)) from None
+
+
+def _threads(requested: Optional[int]) -> int:
+    """The threads to score with: as requested, else ``$GAN_FACE_THREADS``, else the CPUs available."""
+    from .._runtime import THREADS_ENV, configure_threads
+
+    try:
+        return configure_threads(requested)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (from {THREADS_ENV})") from None
+
+
+def _folder_option(flag: str, name: str, help: str):
+    return click.option(flag, name, required=True, type=click.Path(exists=True, file_okay=False), help=help)
 
 
 def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
@@ -330,20 +326,8 @@ def _warn_skipped(names: list[str], what: str, shown: int = 5) -> None:
 
 
 @main.command()
-@click.option(
-    "--real",
-    "real_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Folder of real photos (read recursively).",
-)
-@click.option(
-    "--fake",
-    "fake_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Folder of the new generator's faces (read recursively).",
-)
+@_folder_option("--real", "real_dir", "Folder of real photos (read recursively).")
+@_folder_option("--fake", "fake_dir", "Folder of the new generator's faces (read recursively).")
 @click.option(
     "-o",
     "--output",

@@ -2,9 +2,10 @@
 
 A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
 (the verdict's own :attr:`~gan_face.result.Verdict.reason`: the evidence that weighed most), ``check_<name>`` for
-every check's score and ``not_computed`` (the checks skipped for this image, space-separated; see
-``Detector(checks="auto")``). JSONL rows
-also carry the face (box and landmarks) and each check's explanation. ``likelihood`` is empty/null when
+each piece of evidence's score (the learnt views' and the checks': the report schema keeps the ``check_`` prefix
+for all of them) and ``not_computed`` (the checks skipped for this image, space-separated; see
+``Detector(explain="auto")``). JSONL rows also carry the face (box and landmarks) and each piece of evidence's
+explanation. ``likelihood`` is empty/null when
 ``error`` is set, and when nothing the model weighs could be measured (``status`` says why: ``no_face``).
 """
 
@@ -17,18 +18,17 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
 
-from ..checks import not_computed
 from ..files import safe_text
 from ..result import Verdict
 
 BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
 
 
-def columns_for(check_names: Iterable[str]) -> tuple[str, ...]:
-    return BASE_COLUMNS + tuple(f"check_{name}" for name in check_names) + ("not_computed",)
+def columns_for(evidence_names: Iterable[str]) -> tuple[str, ...]:
+    return BASE_COLUMNS + tuple(f"check_{name}" for name in evidence_names) + ("not_computed",)
 
 
-def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict[str, Any]:
+def verdict_row(path: str, verdict: Verdict, evidence_names: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": path,
         "likelihood": None if verdict.likelihood is None else round(verdict.likelihood, 6),
@@ -38,20 +38,20 @@ def verdict_row(path: str, verdict: Verdict, check_names: Sequence[str]) -> dict
         "error": None,
         "reason": verdict.reason,
     }
-    for name in check_names:
-        result = verdict.checks.get(name)
+    for name in evidence_names:
+        result = verdict.evidence.get(name)
         score = None if result is None else result.score
         row[f"check_{name}"] = None if score is None else round(score, 6)
-    row["not_computed"] = " ".join(not_computed(verdict.checks))  # empty: every check was computed
+    row["not_computed"] = " ".join(verdict.not_computed)  # empty: every check was computed
     row["image_size"] = list(verdict.image_size)
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
-    row["explanations"] = {name: result.explanation for name, result in verdict.checks.items()}
+    row["explanations"] = {name: result.explanation for name, result in verdict.evidence.items()}
     row["decided_by"] = verdict.decided_by
     return row
 
 
-def error_row(path: str, error: BaseException, check_names: Sequence[str]) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(columns_for(check_names))
+def error_row(path: str, error: BaseException, evidence_names: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(columns_for(evidence_names))
     row.update(path=path, error=safe_text(str(error)))
     return row
 

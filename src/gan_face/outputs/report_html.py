@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..checks.eyes import TEMPLATE_MEAN
 from ..result import evidence_label
-from .network import NetworkView, draw_template
+from .account_network import AccountNetworkView, draw_template
 
 THUMBNAIL_SIDE = 224
 
@@ -64,7 +64,7 @@ def environment():
     return environment
 
 
-def card_row(row: dict, check_names: Sequence[str]) -> dict:
+def card_row(row: dict, evidence_names: Sequence[str]) -> dict:
     """``row`` (a report row, with its ``thumbnail`` when it has one) with every key a card reads filled in."""
     row.setdefault("thumbnail", None)
     row.setdefault("error", None)
@@ -74,15 +74,15 @@ def card_row(row: dict, check_names: Sequence[str]) -> dict:
     row.setdefault("reason", "")
     row.setdefault("decided_by", None)
     row.setdefault("not_computed", "")
-    for name in check_names:
+    for name in evidence_names:
         row.setdefault(f"check_{name}", None)
     return row
 
 
-def render_card(row: dict, index: int, check_names: Sequence[str]) -> str:
+def render_card(row: dict, index: int, evidence_names: Sequence[str]) -> str:
     """One verdict card as the report shows it (the serve page adds them one by one)."""
     cards = environment().get_template("_cards.html.j2").module
-    return str(cards.card(card_row(dict(row), check_names), index, list(check_names)))
+    return str(cards.card(card_row(dict(row), evidence_names), index, list(evidence_names)))
 
 
 def render_html(
@@ -91,8 +91,8 @@ def render_html(
     *,
     threshold: float,
     model: str,
-    check_names: list[str],
-    network: NetworkView,
+    evidence_names: list[str],
+    network: AccountNetworkView,
     notes: str = "",
 ) -> None:
     """Render the page from the JSON-lines rows of a scan (read twice: an index, then card by card)."""
@@ -111,7 +111,7 @@ def render_html(
     def cards(rows) -> Iterator[tuple[int, dict]]:
         for i, (_, _, row_offset) in enumerate(index):
             rows.seek(row_offset)
-            yield i, card_row(json.loads(rows.readline()), check_names)
+            yield i, card_row(json.loads(rows.readline()), evidence_names)
 
     means = [(caption, png_b64(draw_template(mean))) for caption, mean in network.mean_images()]
     staging = output.with_name(output.name + ".rendering")
@@ -125,7 +125,7 @@ def render_html(
             skipped_checks=skipped_checks,
             network=network.summary(),
             mean_images=means,
-            check_names=check_names,
+            evidence_names=evidence_names,
             cards=cards(rows),
         ).dump(str(staging), encoding="utf-8")
     staging.replace(output)

@@ -7,22 +7,18 @@ only parses arguments and prints.
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Optional, Sequence, Union
-
-import numpy as np
+from typing import IO, Callable, Optional, Sequence
 
 from ..detector import DEFAULT_BATCH_SIZE, Detector
 from ..errors import GanFaceError, ImageNotFoundError, OutputExistsError
 from ..files import InputFile
-from ..io import load_image
-from .network import NetworkView
+from .account_network import AccountNetworkView
 from .report import (
     CsvRowWriter,
     JsonlRowWriter,
@@ -172,13 +168,11 @@ class ReportFile:
         self.handle.close()
 
 
-def _load(item: InputFile, max_pixels: Optional[int]) -> Union[np.ndarray, GanFaceError]:
-    if item.problem is not None:  # discovery already knows it cannot be read
-        return ImageNotFoundError(item.display, item.problem)
-    try:
-        return load_image(item.path, max_pixels=max_pixels)
-    except GanFaceError as exc:
-        return exc
+def _source(item: InputFile) -> str:
+    """What the pipeline decodes for a discovered file: its path, or the error discovery already found."""
+    if item.problem is not None:
+        raise ImageNotFoundError(item.display, item.problem)
+    return item.path
 
 
 def run_scan(
@@ -191,19 +185,18 @@ def run_scan(
     overwrite: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
-    network: Optional[NetworkView] = None,
-    workers: int = 2,
+    network: Optional[AccountNetworkView] = None,
 ) -> ScanSummary:
     """Score ``files`` with ``detector`` and write one row per file, in input order.
 
     ``network``, when given, is fed every scored image (for the network view of ``--summary``); an HTML report
-    builds one for its page if none is given. Files are decoded and scored by ``detector.workers`` threads
-    (``workers`` is no longer used: decoding has no threads of its own).
+    builds one for its page if none is given. Files are decoded and scored by the detector's threads
+    (:meth:`Detector.score_stream`); each row is written and flushed as soon as its batch is scored.
     """
     if fmt == "html" and network is None:
-        network = NetworkView()
-    check_names = detector.report_check_names
-    columns = columns_for(check_names)
+        network = AccountNetworkView()
+    evidence_names = detector.evidence_names
+    columns = columns_for(evidence_names)
     summary = ScanSummary()
     report = None
     if output:
@@ -224,24 +217,22 @@ def run_scan(
 
     bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
     try:
-        batches = (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))
-        load = functools.partial(_load, max_pixels=detector.max_pixels)  # decoded in the detector's workers
-        for batch, loaded, results in detector.score_batches(batches, load):
-            for item, image, result in zip(batch, loaded, results):
-                if isinstance(result, GanFaceError):
-                    summary.failed += 1
-                    row = error_row(item.display, result, check_names)
-                else:
-                    summary.add(result.status, result.synthetic)
-                    row = verdict_row(item.display, result, check_names)
-                    if network is not None:
-                        thumbnail = make_thumbnail(image)  # one small copy serves the page and the mean faces
-                        network.add(item.display, result, thumbnail)
-                        if fmt == "html":
-                            row["thumbnail"] = jpeg_b64(thumbnail)
-                writer.write(row)
+        for scored in detector.score_stream(todo, source=_source, batch_size=batch_size):
+            item, result = scored.item, scored.result
+            if isinstance(result, GanFaceError):
+                summary.failed += 1
+                row = error_row(item.display, result, evidence_names)
+            else:
+                summary.add(result.status, result.synthetic)
+                row = verdict_row(item.display, result, evidence_names)
+                if network is not None:
+                    thumbnail = make_thumbnail(scored.image)  # one small copy serves the page and the mean faces
+                    network.add(item.display, result, thumbnail)
+                    if fmt == "html":
+                        row["thumbnail"] = jpeg_b64(thumbnail)
+            writer.write(row)
             handle.flush()
-            bar.update(len(batch))
+            bar.update(1)
     except BaseException:
         if report is not None:
             report.abandon()
@@ -258,7 +249,7 @@ def run_scan(
                     out,
                     threshold=detector.threshold,
                     model=detector.card.name,
-                    check_names=list(check_names),
+                    evidence_names=list(evidence_names),
                     network=network,
                 )
 

@@ -1,6 +1,6 @@
 """``gan-face serve``: the detector as a local service, a page to drop avatars on and an HTTP API for pipelines.
 
-One :class:`~gan_face.detector.Detector` per process. Requests put their images on a queue; ``workers`` batcher
+One :class:`~gan_face.detector.Detector` per process. Requests put their images on a queue; ``threads`` batcher
 threads (``--threads``) each take what is waiting, up to ``batch_size`` images shared with the other idle threads,
 and decode and score it as one batch, as each worker of ``gan-face scan`` does (every network inference on one
 thread). So concurrent clients share the cores, and a file's row over HTTP is the row ``gan-face scan`` writes for
@@ -28,6 +28,7 @@ runs (``gan-face serve``), never by ``import gan_face`` or a scan.
 
 import asyncio
 import contextlib
+import functools
 import io
 import ipaddress
 import logging
@@ -39,7 +40,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional, Sequence, Union
 
-import numpy as np
 import python_multipart  # noqa: F401  the multipart parser FastAPI needs for uploads: missing means no [serve] extra
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -58,7 +58,7 @@ from ..errors import (
     UnsupportedInputError,
 )
 from ..files import safe_text
-from ..io import DEFAULT_MAX_PIXELS, load_image
+from ..io import DEFAULT_MAX_PIXELS
 from ..result import Verdict
 from .report import columns_for, csv_header, csv_line, error_row, jsonl_line, verdict_row
 from .report_html import environment, jpeg_b64, make_thumbnail, render_card
@@ -189,7 +189,7 @@ class Upload:
 
 
 @dataclass
-class Scored:
+class Answer:
     result: Union[Verdict, GanFaceError]
     thumbnail: Optional[str] = None  # base64 JPEG, as the HTML report embeds it
 
@@ -197,7 +197,7 @@ class Scored:
 @dataclass
 class _Job:
     upload: Upload
-    future: "Future[Scored]" = field(default_factory=Future)
+    future: "Future[Answer]" = field(default_factory=Future)
 
 
 class _NamedBytes(io.BytesIO):
@@ -209,9 +209,10 @@ class _NamedBytes(io.BytesIO):
 
 
 class Batcher:
-    """Scores uploads from many requests together: ``detector.workers`` threads, each taking what waits (at most
-    ``batch_size`` images, shared with the other idle threads) and taking it from bytes to verdicts with
-    :meth:`Detector.score_loaded`, as each of ``gan-face scan``'s workers takes a whole batch. So one thread
+    """Scores uploads from many requests together: ``detector.threads`` threads, each taking what waits (at most
+    ``batch_size`` images, shared with the other idle threads) and taking it from bytes to verdicts through
+    the detector's pipeline (:meth:`Detector.score_batch`), as each of ``gan-face scan``'s threads takes a whole
+    batch. So one thread
     decodes while another runs the networks, and a request is answered as soon as its own batch is done.
     :meth:`submit` refuses (``ApiError`` 503) when ``max_queue`` images already wait."""
 
@@ -236,7 +237,7 @@ class Batcher:
         self._closed = False
         self._threads = [
             threading.Thread(target=self._run, name=f"gan-face-batcher-{i}", daemon=True)
-            for i in range(detector.workers)
+            for i in range(detector.threads)
         ]
         for thread in self._threads:
             thread.start()
@@ -246,7 +247,7 @@ class Batcher:
         """Images submitted and not yet answered."""
         return self._waiting
 
-    def submit(self, uploads: Sequence[Upload]) -> list["Future[Scored]"]:
+    def submit(self, uploads: Sequence[Upload]) -> list["Future[Answer]"]:
         with self._lock:
             if self._closed:
                 raise ApiError(503, "busy", "the server is shutting down")
@@ -260,7 +261,7 @@ class Batcher:
             self._queue.put(job)
         return [job.future for job in jobs]
 
-    async def score(self, uploads: Sequence[Upload]) -> list[Scored]:
+    async def score(self, uploads: Sequence[Upload]) -> list[Answer]:
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.submit(uploads))))
 
     def close(self, timeout: float = 30.0) -> None:
@@ -308,17 +309,14 @@ class Batcher:
             self._score(jobs)
 
     def _score(self, jobs: list[_Job]) -> None:
-        answers: list[Scored] = []
+        answers: list[Answer] = []
         failure: Optional[BaseException] = None
         try:
-            loaded = [self._load(job) for job in jobs]
-            for job, image, result in zip(jobs, loaded, self.detector.score_loaded(loaded)):
+            for scored in self.detector.score_batch(jobs, source=self._source):
                 thumbnail = None
-                if job.upload.thumbnail and isinstance(image, np.ndarray):
-                    thumbnail = jpeg_b64(make_thumbnail(image))
-                if isinstance(result, AnalysisError):  # it names the array; the client knows the file
-                    result = AnalysisError(job.upload.name, result.problem)
-                answers.append(Scored(result, thumbnail))
+                if scored.item.upload.thumbnail and scored.image is not None:
+                    thumbnail = jpeg_b64(make_thumbnail(scored.image))
+                answers.append(Answer(scored.result, thumbnail))
         except BaseException as exc:  # noqa: BLE001  no request may wait for ever
             log.exception("scoring a batch of %d uploads failed", len(jobs))
             failure = exc
@@ -330,19 +328,14 @@ class Batcher:
             else:
                 job.future.set_exception(failure)
 
-    def _load(self, job: _Job) -> Union[np.ndarray, GanFaceError]:
-        try:
-            return load_image(_NamedBytes(job.upload.data, job.upload.name), max_pixels=self.detector.max_pixels)
-        except GanFaceError as exc:
-            return exc
-        finally:
-            job.upload.data = b""  # decoded (or refused): the bytes are not needed any more
+    @staticmethod
+    def _source(job: _Job) -> _NamedBytes:
+        """What the pipeline decodes for an upload: its bytes, named, so that an error names the upload."""
+        data, job.upload.data = job.upload.data, b""  # once decoded (or refused), the bytes are not needed
+        return _NamedBytes(data, job.upload.name)
 
 
-# ----------------------------------------------------------------------------------------------------- the app
-
-
-def _row_model(check_names: Sequence[str]) -> type[BaseModel]:
+def _row_model(evidence_names: Sequence[str]) -> type[BaseModel]:
     """The row schema of this detector: the keys and types of ``gan-face scan``'s JSONL rows."""
 
     class Face(BaseModel):
@@ -355,7 +348,7 @@ def _row_model(check_names: Sequence[str]) -> type[BaseModel]:
 
     checks = {
         f"check_{name}": (Optional[float], Field(None, description=f"the {name} evidence's score, 0..1"))
-        for name in check_names
+        for name in evidence_names
     }
     return create_model(
         "Row",
@@ -448,10 +441,10 @@ FilesField = Annotated[
 def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int = SERVE_BATCH_SIZE) -> FastAPI:
     """The service around ``detector`` (built once, shared by every request). Its batcher thread starts here and
     stops when the app shuts down (uvicorn, or leaving a ``TestClient`` context)."""
-    check_names = list(detector.report_check_names)
-    columns = columns_for(check_names)
+    evidence_names = list(detector.evidence_names)
+    columns = columns_for(evidence_names)
     batcher = Batcher(detector, batch_size=batch_size, max_queue=limits.max_queue)
-    row_model = _row_model(check_names)
+    row_model = _row_model(evidence_names)
     score_model = create_model("ScoreResponse", rows=(list[row_model], ...))  # type: ignore[valid-type]
     card_item = create_model(
         "Card",
@@ -524,10 +517,10 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
                 await upload.close()  # a spooled temporary file is deleted when closed
         return uploads, file is not None
 
-    def row_of(upload: Upload, scored: Scored) -> dict[str, Any]:
+    def row_of(upload: Upload, scored: Answer) -> dict[str, Any]:
         if isinstance(scored.result, GanFaceError):
-            return error_row(upload.name, scored.result, check_names)
-        return verdict_row(upload.name, scored.result, check_names)
+            return error_row(upload.name, scored.result, evidence_names)
+        return verdict_row(upload.name, scored.result, evidence_names)
 
     @app.get("/", response_class=HTMLResponse, tags=["page"], summary="The page: drop avatars, see the evidence")
     async def page() -> HTMLResponse:
@@ -545,13 +538,9 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
         )
         return HTMLResponse(html)
 
-    @app.post(
-        "/v1/score",
-        response_model=score_model,
-        responses=_UPLOAD_ERRORS,
-        tags=["api"],
-        summary="Score one image (`file`) or several (`files`)",
-    )
+    upload_route = functools.partial(app.post, responses=_UPLOAD_ERRORS)  # both routes take uploads
+
+    @upload_route("/v1/score", response_model=score_model, tags=["api"], summary="Score one image or several")
     async def score(request: Request, file: FileField = None, files: FilesField = None) -> Response:
         """Multipart upload. `file`: one image, answered with its row or a 4xx error that names the problem.
         `files`: several images, answered with their rows in order, an unreadable file as a row with `error`
@@ -563,13 +552,7 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
         lines = [jsonl_line(row_of(u, s), columns).rstrip("\n") for u, s in zip(uploads, results)]
         return Response('{"rows": [' + ", ".join(lines) + "]}", media_type="application/json")
 
-    @app.post(
-        "/v1/cards",
-        response_model=cards_model,
-        responses=_UPLOAD_ERRORS,
-        tags=["page"],
-        summary="What the page calls: rows with their verdict cards",
-    )
+    @upload_route("/v1/cards", response_model=cards_model, tags=["page"], summary="Rows with their verdict cards")
     async def cards(request: Request, files: FilesField = None) -> JSONResponse:
         """As `/v1/score` with `files`, each row with its verdict card (HTML, with the thumbnail, landmarks and
         StyleGAN eye template drawn) and its CSV and JSONL report lines."""
@@ -581,7 +564,7 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
             shown = {**row, "thumbnail": scored.thumbnail}
             if isinstance(scored.result, GanFaceError):
                 shown["error"] = page_error(scored.result, limits)
-            card = render_card(shown, index, check_names)
+            card = render_card(shown, index, evidence_names)
             items.append(
                 {"row": row, "card": card, "csv": csv_line(row, columns), "jsonl": jsonl_line(row, columns)}
             )
@@ -600,7 +583,7 @@ def create_app(detector: Detector, limits: Limits = Limits(), *, batch_size: int
             description=detector.card.description,
             threshold=detector.threshold,
             card_threshold=detector.card.threshold,
-            evidence=check_names,
+            evidence=evidence_names,
             evaluation=evaluation_summary(detector.card.sections.get("evaluation")),
             limits=LimitsInfo(**vars(limits)),
             version=__version__,

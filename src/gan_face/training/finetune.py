@@ -81,6 +81,11 @@ MIN_CALIBRATION_REALS = 100
 MIN_IMAGES_PER_CLASS = 10
 
 
+def _with_notes(lines: list[str], **notes: list[str]) -> str:
+    """A report's lines, then one line per note, labelled (``warning: ...``)."""
+    return "\n".join(lines + [f"{label}: {note}" for label, items in notes.items() for note in items])
+
+
 @dataclass
 class FinetuneSettings:
     epochs: int = 8
@@ -145,9 +150,7 @@ class FinetuneReport:
                 f"expected false-positive rate: {f['flagged']} of {f['n_real']} held-out real photos flagged "
                 f"({f['rate']:.1%}; 95% interval {f['low']:.1%} to {f['high']:.1%})"
             )
-        lines += [f"refitted: {what}" for what in self.refitted]
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return _with_notes(lines, refitted=self.refitted, warning=self.warnings)
 
 
 def partial_dir(output: str | os.PathLike[str]) -> Path:
@@ -340,9 +343,7 @@ class DataCheck:
             f"split: training {c['real_train']} real + {c['fake_train']} fake; calibration {c['real_calibration']}"
             f" + {c['fake_calibration']}; before/after report {c['real_report']} + {c['fake_report']}"
         )
-        lines += [f"step: {step}" for step in self.steps]
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return _with_notes(lines, step=self.steps, warning=self.warnings)
 
 
 def _duration(seconds: float) -> str:
@@ -507,7 +508,7 @@ def finetune(
     run = _run_settings(real_dir, fake_dir, base_card, settings, base_validation, base_validation_max, samples)
     created = _open_partial(partial, run, resume)
     cache = Path(cache_dir) if cache_dir is not None else partial / "cache"
-    aligner = FaceAligner(base_card.detector)
+    aligner = FaceAligner(base_card.face_search)
     try:
         data = check_data(samples, problems, (real_dir, fake_dir), aligner, cache, settings, base_card.threshold)
     except TrainingDataError:
@@ -599,7 +600,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
 
     report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
     report.skipped, report.counts = data.skipped, data.counts
-    aligner = FaceAligner(base_card.detector)
+    aligner = FaceAligner(base_card.face_search)
     head, cnn = settings.steps(base_card)
     calibration, held_report = data.calibration, data.held_report
 

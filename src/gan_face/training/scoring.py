@@ -41,24 +41,21 @@ def score_jobs(
 ) -> list[dict]:
     """:func:`score_samples` for chosen ``(sample index, condition)`` pairs: the condition of ``samples[i]`` is
     seeded with ``i``, so a subset of a data set gets the same conditioned images as the whole (and as the
-    crop and feature caches, which seed the same way). Rows also hold the sample's ``index``. Batches run on
-    the detector's ``workers`` threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    crop and feature caches, which seed the same way). Rows also hold the sample's ``index``. Batches run
+    through the detector's pipeline, on its threads."""
     from tqdm import tqdm
 
-    def run(chunk: Sequence[tuple[int, str]]):
-        images = [apply_condition(load_image(samples[i].path), c, seed=i) for i, c in chunk]
-        return chunk, detector.score_arrays(images)
+    def conditioned(job: tuple[int, str]) -> np.ndarray:
+        i, condition = job
+        return apply_condition(load_image(samples[i].path), condition, seed=i)
 
-    chunks = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
+    scored = detector.score_stream(jobs, source=conditioned, batch_size=batch_size)
     rows: list[dict] = []
-    with ThreadPoolExecutor(max_workers=detector.workers) as pool:
-        scored = tqdm(pool.map(run, chunks), total=len(chunks), desc="scoring", unit="batch", disable=not progress)
-        for chunk, verdicts in scored:
-            rows.extend(
-                _row(samples[i], i, condition, verdict) for (i, condition), verdict in zip(chunk, verdicts)
-            )
+    for item in tqdm(scored, total=len(jobs), desc="scoring", unit="img", disable=not progress):
+        if isinstance(item.result, Exception):  # the data sets are checked before scoring: a bug, not a file
+            raise item.result
+        (i, condition), verdict = item.item, item.result
+        rows.append(_row(samples[i], i, condition, verdict))
     return rows
 
 
@@ -69,7 +66,7 @@ def _row(sample: Sample, i: int, condition: str, verdict) -> dict:
         "condition": condition,
         "likelihood": verdict.likelihood,
         "status": verdict.status,
-        "scores": {name: result.score for name, result in verdict.checks.items()},
+        "scores": {name: result.score for name, result in verdict.evidence.items()},
     }
 
 

@@ -41,7 +41,7 @@ EXAMPLES_PER_GROUP = 12
 
 
 @dataclass
-class NetworkView:
+class AccountNetworkView:
     size: int = 128  # side of the mean images
     scanned: int = 0
     with_face: int = 0
@@ -75,7 +75,7 @@ class NetworkView:
         if verdict.face is None:
             return
         self.with_face += 1
-        eyes = verdict.checks.get("eyes")
+        eyes = verdict.evidence.get("eyes")
         on_template = eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
         self.on_template += on_template
         self.on_template_flagged += on_template and flagged
