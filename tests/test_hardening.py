@@ -307,43 +307,37 @@ def test_readme_first_command_reruns_and_its_report_is_ignored_by_git(tmp_path):
     assert ignored.returncode == 0
 
 
-def test_quick_start_scan_does_not_flag_the_real_photo():
-    """examples/ ships one real photo (generated faces are training data and stay out of the repository): the first
-    scan a newcomer runs must not flag it."""
-    from gan_face import is_synthetic
+PORTRAITS = ("female_512_67.jpg", "female_512_96.jpg", "male_512_75.jpg")
 
-    assert sorted(p.name for p in (REPO / "examples").iterdir()) == ["README.md", "astronaut.jpg"]
-    assert not is_synthetic(REPO / "examples" / "astronaut.jpg").synthetic
+
+def test_the_quick_start_flags_the_shipped_portraits_and_not_the_real_photo(tmp_path):
+    """examples/ ships the real photo and the three CC0 Stable Diffusion 3 portraits its README names (the one
+    exception the data's README allows): the first scan a newcomer runs flags the portraits, and only them."""
+    import hashlib
+
+    assert sorted(p.name for p in (REPO / "examples").iterdir()) == ["README.md", "astronaut.jpg", *PORTRAITS]
+    listing = (REPO / "examples" / "README.md").read_text()
+    for name in PORTRAITS:
+        digest = hashlib.sha256((REPO / "examples" / name).read_bytes()).hexdigest()
+        assert f"`{digest[:8]}...{digest[-6:]}`" in listing, name
+    out = tmp_path / "scan.csv"
+    result = CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = {row["path"]: row for row in _rows(out)}
+    assert {name: row["synthetic"] for name, row in rows.items()} == {
+        "astronaut.jpg": "false",
+        **dict.fromkeys(PORTRAITS, "true"),
+    }
+    assert rows["astronaut.jpg"]["verdict"] == "likely a camera photo"
+    assert all(rows[name]["verdict"] == "likely generated" for name in PORTRAITS)
 
 
 @pytest.mark.data
-def test_the_portraits_examples_readme_names_are_flagged_beside_the_real_photo(tmp_path):
-    """The three public-domain SD3 portraits examples/README.md tells a reader to copy in are flagged, next to the
-    real photo that is not: the miss and the flags side by side, with the sha256 the README gives."""
-    import hashlib
-    import shutil
-
+def test_the_shipped_portraits_are_the_shared_datas_own(tmp_path):
+    """The portraits in examples/ are byte for byte the CC0 files of ../shared/data/fake/sd3_fakerjs."""
     source = REPO.parent / "shared" / "data" / "fake" / "sd3_fakerjs"
-    if not source.is_dir():
-        pytest.skip("needs ../shared/data")
-    folder = tmp_path / "examples"
-    folder.mkdir()
-    shutil.copy(REPO / "examples" / "astronaut.jpg", folder)
-    listing = (REPO / "examples" / "README.md").read_text()
-    for name in ("female_512_67.jpg", "female_512_96.jpg", "male_512_75.jpg"):
-        shutil.copy(source / name, folder)
-        digest = hashlib.sha256((source / name).read_bytes()).hexdigest()
-        assert f"`{digest[:8]}...{digest[-6:]}`" in listing, name
-    out = tmp_path / "scan.csv"
-    result = CliRunner().invoke(main, ["scan", str(folder), "-o", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    flags = {row["path"]: row["synthetic"] for row in _rows(out)}
-    assert flags == {
-        "astronaut.jpg": "false",
-        "female_512_67.jpg": "true",
-        "female_512_96.jpg": "true",
-        "male_512_75.jpg": "true",
-    }
+    for name in PORTRAITS:
+        assert (REPO / "examples" / name).read_bytes() == (source / name).read_bytes(), name
 
 
 # 9. fine-tuning without the training extras says so at once ------------------------------------------------------

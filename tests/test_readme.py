@@ -44,7 +44,7 @@ def _table_rows(text: str) -> dict[str, dict[str, str]]:
 
 
 def test_quick_start_table_is_what_the_scan_gives(tmp_path):
-    shown = _table_rows(_section("Quick start").split("(the check columns", 1)[1].split("\n\n", 2)[1])
+    shown = _table_rows(_section("Quick start").split("(the evidence columns", 1)[1].split("\n\n", 2)[1])
     out = tmp_path / "scan.csv"
     assert CliRunner().invoke(main, ["scan", str(REPO / "examples"), "-o", str(out), "-q"]).exit_code == 0
     with open(out, newline="") as handle:
@@ -55,6 +55,7 @@ def test_quick_start_table_is_what_the_scan_gives(tmp_path):
         measured = scanned[name]
         assert float(row["likelihood"]) == pytest.approx(float(measured["likelihood"]), abs=1e-4), name
         assert (row["synthetic"], row["status"]) == (measured["synthetic"], measured["status"]), name
+        assert row["verdict"] == measured["verdict"], name
         reason = previous if row["reason"] == "(the same sentence)" else row["reason"]  # as the row above
         assert reason == measured["reason"], name
         previous = reason

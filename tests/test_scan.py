@@ -82,33 +82,45 @@ def test_html_report_is_self_contained_and_flagged_first(avatars, tmp_path):
     assert "http://" not in page and "https://" not in page  # nothing fetched from the network
     assert page.index('data-flagged="1"') < page.index("zz_broken.jpg")  # flagged first, errors last
     assert "Network view" in page and "StyleGAN template" in page
-    assert "decided by: " in page  # whether the learnt model or a handcrafted check carried each decision
+    assert "flagged: likely generated" in page  # the answer in words on each card
+    assert "observation, not weighed" in page  # the explaining checks are shown apart from the evidence
 
 
 @pytest.mark.parametrize(
-    "likelihood, contributions, decider",
+    "likelihood, contributions, answer, cited",
     [
-        (0.97, {"cnn": 2.5, "eyes": 0.4}, "cnn"),  # flagged on the CNN's word
-        (0.97, {"cnn": 0.3, "eyes": 1.9}, "eyes"),  # flagged on the eyes' word
-        (0.02, {"cnn": -3.0, "eyes": 0.6}, "cnn"),  # cleared: the strongest push towards "real"
-        (None, {}, None),
+        (0.97, {"cnn": 2.5, "eyes": 0.4}, "likely generated", ("cnn",)),  # flagged on the face's texture
+        (0.97, {"cnn": 0.3, "eyes": 1.9}, "likely generated", ("eyes",)),  # flagged on the eye position
+        (0.97, {"cnn": 2.0, "eyes": 1.5}, "likely generated", ("cnn", "eyes")),  # both pulled: both cited
+        (0.02, {"cnn": -3.0, "eyes": 0.6}, "likely a camera photo", ("cnn",)),  # never the eyes, which pulled up
+        (0.30, {"cnn": -2.0, "eyes": 1.2}, "can't tell", ("eyes",)),  # in the band: what raised it ...
+        (None, {}, "can't tell", ()),
     ],
 )
-def test_reason_says_whether_the_cnn_or_a_check_carried_the_decision(likelihood, contributions, decider):
+def test_the_reason_cites_only_evidence_that_points_to_its_answer(likelihood, contributions, answer, cited):
     checks = {
-        "cnn": CheckResult("cnn", 0.9, "The neural network says so."),
-        "eyes": CheckResult("eyes", 0.8, "The eyes say so."),
+        "cnn": CheckResult("cnn", 0.9, "technical"),
+        "eyes": CheckResult("eyes", 0.8, "technical"),
+        "symmetry": CheckResult("symmetry", 0.9, "Left and right disagree: mismatched earrings."),
     }
-    verdict = Verdict(likelihood, 0.5, "ok" if likelihood is not None else "no_face", None, checks, contributions)
-    assert verdict.decided_by == decider and verdict.to_dict()["decided_by"] == decider
+    status = "ok" if likelihood is not None else "no_face"
+    verdict = Verdict(likelihood, 0.5, status, None, checks, contributions, cant_tell_from=0.2)
+    assert verdict.answer == answer and verdict.leading_evidence == cited
     reason = verdict.reason
     assert verdict_row("x.jpg", verdict, ["cnn", "eyes"])["reason"] == reason == verdict.to_dict()["reason"]
-    if decider == "cnn":
-        assert reason.startswith("The neural network says so.") and "neural network on the face (learnt)" in reason
-    elif decider == "eyes":
-        assert reason.startswith("The eyes say so.") and "the eyes check" in reason
-    else:
+    assert verdict_row("x.jpg", verdict, ["cnn", "eyes"])["verdict"] == answer
+    for word in ("CLIP", "CNN", "logit", "neural network", "technical"):
+        assert word not in reason
+    if likelihood is None:
         assert "no likelihood" in reason
+        return
+    sign = -1.0 if answer == "likely a camera photo" else 1.0
+    assert all(sign * contributions[name] > 0 for name in verdict.leading_evidence)
+    assert reason.lower().startswith(answer)
+    if answer == "can't tell":
+        assert "raised it" in reason and "held it down" in reason  # what raised it and what held it down
+    # the symmetry check carries no weight: a lead to check by eye, never cited for a camera photo
+    assert ("mismatched earrings" in reason) == (answer != "likely a camera photo")
 
 
 def test_html_report_renders_in_headless_chromium(avatars, tmp_path, chromium):
@@ -155,10 +167,10 @@ def test_network_view_stacks_template_faces():
     summary = view.summary()
     assert summary["on_template"] == 6 and summary["on_template_share"] == 0.6
     (group,) = summary["groups"]
-    assert group["count"] == 6 and group["on_template"] and group["examples"][0] == "gan0.jpg"
-    assert group["flagged"] == 6 and group["possible_network"]
+    assert group["count"] == 6 and group["on_template"] and group["members"] == [f"gan{i}.jpg" for i in range(6)]
+    assert group["flagged"] == 6 and group["possible_network"] and group["same_framing_not_flagged"] == []
     assert view.mean_image(flagged_only=True).shape == (32, 32, 3)
-    assert "coordinated" in view.text() and "possible network: 6 flagged of 6 avatars" in view.text()
+    assert "coordinated" in view.text() and "possible network of 6 flagged avatars" in view.text()
 
 
 def _framed_alike(view: AccountNetworkView, prefix: str, n: int, flagged: int, left_eye=(190, 240)) -> None:
@@ -184,11 +196,17 @@ def test_a_group_is_a_possible_network_only_when_it_holds_flagged_avatars():
         (40, 0, False),
         (12, 1, False),  # one flagged avatar among real photos framed alike is one flag, not a network
     ]
+    network = groups[0]
+    assert network["members"] == ["suspect0.jpg", "suspect1.jpg", "suspect2.jpg"]  # the flagged ones, all of them
+    assert network["same_framing_not_flagged"] == ["suspect3.jpg", "suspect4.jpg"]  # apart, never members
     text = view.text()
-    assert "group 1: possible network: 3 flagged of 5 avatars" in text
-    assert "group 2: shared framing, nothing flagged, 40 avatars" in text
-    assert "group 3: shared framing, 1 flagged, 12 avatars" in text
+    assert "group 1: possible network of 3 flagged avatars" in text
+    assert "members: suspect0.jpg, suspect1.jpg, suspect2.jpg" in text
+    assert "same framing, not flagged (not part of the network): 2 avatars" in text
+    assert "group 2: shared framing, not a network: 40 avatars" in text
+    assert "group 3: shared framing, not a network: 12 avatars" in text and "flagged, alone" in text
     assert "coordinated" not in text  # nothing on the StyleGAN template
+    assert "aligned_real" not in text  # unflagged photos are never named as a network's members
 
 
 def test_the_report_states_the_network_rule_and_counts_flagged_avatars(tmp_path):
@@ -203,17 +221,18 @@ def test_the_report_states_the_network_rule_and_counts_flagged_avatars(tmp_path)
     out = tmp_path / "report.html"
     render_html(rows, out, threshold=0.98, model="m", evidence_names=["eyes"], network=view)
     page = out.read_text()
-    assert "called a <b>possible network</b> only when at least 2 of its avatars are flagged" in page
+    assert "A <b>possible network</b> is the flagged avatars of a group, when there are at least 2" in page
     assert "No possible network: no group holds 2 or more flagged avatars." in page
-    framings = page[page.index('<details class="framings">') : page.index("</details>")]  # folded away
-    assert (
-        "1 group with a shared framing" in framings and "<td>nothing flagged</td><td>0</td><td>40</td>" in framings
-    )
+    framings = page[page.index('<details class="framings">') :]  # folded away
+    assert "1 group with a shared framing" in framings and "<td>not a network</td><td>40</td>" in framings
     _framed_alike(view, "suspect", 5, flagged=3, left_eye=(120, 200))
     render_html(rows, out, threshold=0.98, model="m", evidence_names=["eyes"], network=view)
     page = out.read_text()
     networks = page[page.index("<th>possible network</th>") : page.index('<details class="framings">')]
-    assert "<td>group 1</td><td><b>3</b></td><td>5</td>" in networks and "aligned_real" not in networks
+    assert "<td>group 1</td><td><b>3</b></td>" in networks and "aligned_real" not in networks
+    members = networks[networks.index("<th>members (all flagged)</th>") :]
+    assert "suspect0.jpg, suspect1.jpg, suspect2.jpg</details>" in members  # every member, folded
+    assert "2 not flagged (not part of the network)" in members
 
 
 def test_the_mean_faces_picture_is_labelled(tmp_path):
@@ -250,7 +269,7 @@ def test_a_card_names_the_checks_not_computed_once(avatars, tmp_path):
         assert card.count("Not computed") == 1 and "--checks" not in card
         assert "Not computed (no weight in the likelihood): symmetry, background, spectrum" in card
         assert "<th>symmetry</th>" not in card  # the line replaces the check's row
-    assert page.count("--checks all") == 1
+    assert page.count("--explain all") == 1
 
 
 def test_ray_data_gives_the_same_likelihoods_as_the_cli(avatars, tmp_path):

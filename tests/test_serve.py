@@ -211,7 +211,7 @@ def test_cards_are_drawn_as_in_the_html_report(client, avatars):
     assert item["csv"].startswith(avatars[5].name + ",") and answer.json()["csv_header"].startswith("path,")
 
 
-#: A command-line option as prose names it (``--checks all``, ``--max-pixels``); ``--`` in the page's script
+#: A command-line option as prose names it (``--explain all``, ``--max-pixels``); ``--`` in the page's script
 #: (``inFlight--``) is not followed by a letter.
 COMMAND_LINE_OPTION = re.compile(r"--[a-z]")
 
@@ -464,8 +464,8 @@ def test_the_page_scores_a_dropped_avatar_in_chromium(server, scanned, chromium,
             assert f"Could not be read: {row['error']}" in card["text"]
             continue
         assert f"likelihood {row['likelihood']:.3f}" in card["text"] and card["flagged"] == row["synthetic"]
-        assert ("flagged: likely GAN-made" if row["synthetic"] else "not flagged") in card["text"]
-        assert row["reason"].split(".")[0] in card["text"] and "cnn" in card["text"]
+        assert (f"flagged: {row['verdict']}" if row["synthetic"] else row["verdict"]) in card["text"]
+        assert row["reason"].split(":")[0] in card["text"] and "cnn" in card["text"]
         assert card["rings"] == 2 and card["landmarks"] == 5
     # the screenshot: a page of the expected size, not blank, the first verdict's badge in its colour, the
     # thumbnail with its cyan template rings and yellow landmarks drawn on it
@@ -473,7 +473,8 @@ def test_the_page_scores_a_dropped_avatar_in_chromium(server, scanned, chromium,
     assert image.shape == (900, 1280, 3) and image.std() > 20
     x0, y0, x1, y1 = (int(round(v)) for v in badge)
     colour = np.median(image[y0:y1, x0:x1].reshape(-1, 3), axis=0)
-    expected = (0xFD, 0xEC, 0xEA) if jsonl[picked[0].name]["synthetic"] else (0xE8, 0xF5, 0xE9)
+    badges = {"likely generated": (0xFD, 0xEC, 0xEA), "can't tell": (0xFF, 0xF4, 0xE0)}
+    expected = badges.get(jsonl[picked[0].name]["verdict"], (0xE8, 0xF5, 0xE9))
     assert np.abs(colour - expected).max() <= 12, colour
     x0, y0, x1, y1 = (int(round(v)) for v in thumb)
     region = image[y0:y1, x0:x1]

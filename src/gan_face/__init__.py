@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AnalysisError,
     CorruptImageError,
+    DeviceError,
     GanFaceError,
     ImageLoadError,
     ImageNotFoundError,
@@ -44,6 +45,7 @@ __all__ = [
     "UnsupportedInputError",
     "AnalysisError",
     "WeightsError",
+    "DeviceError",
     "OutputExistsError",
     "TrainingDataError",
 ]

@@ -231,6 +231,9 @@ class ModelCard:
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} outside [0, 1]")
+        edge = self.cant_tell_from
+        if not 0.0 <= edge <= self.threshold:
+            raise ValueError(f"answers: cant_tell_from {edge} outside [0, threshold {self.threshold}]")
         if self.frame is not None and self.frame.config.view != "frame":
             raise ValueError(f"frame_cnn must see the frame, its config says view={self.frame.config.view!r}")
 
@@ -287,6 +290,14 @@ class ModelCard:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsError(f"{card_path}: malformed model card ({exc!r})") from None
+
+    @property
+    def cant_tell_from(self) -> float:
+        """The lower edge of the "can't tell" band below the threshold: the card's ``answers`` section (fitted on
+        calibration data, with its shares stated there), else even odds (0.5, or the threshold if lower): a
+        likelihood that leans towards a generator but is not flagged is never called a camera photo."""
+        answers = self.sections.get("answers")
+        return float(answers["cant_tell_from"]) if answers else min(0.5, self.threshold)
 
     def networks(self) -> dict[str, Network]:
         """The model's CNNs by evidence name (:data:`NETWORKS`): ``"cnn"`` on the face, ``"frame"`` if any."""

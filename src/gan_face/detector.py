@@ -320,6 +320,7 @@ class Detector:
             evidence=evidence,
             contributions=fusion.contributions(scores),
             image_size=(image.shape[1], image.shape[0]),
+            cant_tell_from=self.card.cant_tell_from,
         )
 
 

@@ -55,3 +55,7 @@ class OutputExistsError(GanFaceError):
 
 class TrainingDataError(GanFaceError):
     """The images given for training or fine-tuning cannot support what was asked (too few, no faces, ...)."""
+
+
+class DeviceError(GanFaceError, ValueError):
+    """The device asked to run the networks is not one OpenVINO has here (no such GPU, or CUDA)."""

@@ -11,6 +11,8 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
+from ..errors import DeviceError
+
 #: Compile options on the CPU: float32 whatever the CPU offers, threads not pinned to cores (another process may
 #: hold one), one stream of one thread: an inference runs on the thread that asks for it.
 CPU_CONFIG = {
@@ -52,14 +54,23 @@ def openvino() -> ModuleType:
 
 
 def runtime_device(device: str | None) -> str:
-    """The OpenVINO device that scores: ``None`` or ``"cpu"`` is the CPU; ``"gpu"`` an Intel GPU. PyTorch's
-    ``"cuda"`` is refused with a clear message: scoring runs on OpenVINO, which has no CUDA device."""
+    """The OpenVINO device that scores: ``None`` or ``"cpu"`` is the CPU; ``"gpu"`` an Intel GPU. A device
+    OpenVINO does not find here, and PyTorch's ``"cuda"`` (OpenVINO has no CUDA device), raise a
+    :class:`~gan_face.errors.DeviceError` saying so, before anything is compiled."""
     name = (device or "cpu").strip()
     if name.lower().startswith("cuda"):
-        raise ValueError(
+        raise DeviceError(
             f"device {name!r}: scoring runs on OpenVINO (CPU, or an Intel GPU as 'GPU'), which has no CUDA device"
         )
-    return name.upper()
+    name = name.upper()
+    if name != "CPU":
+        available = list(openvino().Core().available_devices)
+        if not any(found == name or found.startswith(name + ".") for found in available):
+            raise DeviceError(
+                f"device {name!r}: OpenVINO finds no such device on this machine "
+                f"(available: {', '.join(available) or 'none'})"
+            )
+    return name
 
 
 class CompiledNetwork:

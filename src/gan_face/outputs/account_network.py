@@ -7,9 +7,10 @@ running sum of small images and, per distinct landmark position, a count, a coun
 example names, never the avatars themselves.
 
 Shared eye positions alone are not evidence: real photos from one source share a framing too (a folder of aligned
-CelebA photos forms groups of dozens). So a group is called a *possible network* only when it holds at least
-:data:`NETWORK_MIN_FLAGGED` flagged avatars; the other groups are reported as shared framing, nothing (or one
-image) flagged.
+CelebA photos forms groups of dozens). So a *possible network* is the flagged avatars of a group, when it holds at
+least :data:`NETWORK_MIN_FLAGGED` of them; the avatars of the group that are not flagged are listed apart ("same
+framing, not flagged") and are never shown as a network's members or examples. The other groups are reported as
+shared framing, with their flagged avatar (if one) named on its own.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ MIN_GROUP = 3
 #: real photos framed alike is one flag, not a network.
 NETWORK_MIN_FLAGGED = 2
 MAX_GROUPS = 10
-EXAMPLES_PER_GROUP = 12
 
 
 @dataclass
@@ -48,12 +48,13 @@ class AccountNetworkView:
     flagged: int = 0
     on_template: int = 0
     on_template_flagged: int = 0
+    without_landmarks: int = 0  # rows kept from an interrupted CSV scan: counted, but no landmarks to group
     _sum_flagged: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _sum_all: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _leaders: list = field(default_factory=list, repr=False)  # per group: geometry of its first member
     _counts: list = field(default_factory=list, repr=False)
-    _flagged_counts: list = field(default_factory=list, repr=False)
-    _examples: list = field(default_factory=list, repr=False)
+    _flagged_members: list = field(default_factory=list, repr=False)  # per group: names of its flagged avatars
+    _other_members: list = field(default_factory=list, repr=False)  # per group: names of the others
     _cells: dict = field(default_factory=lambda: defaultdict(list), repr=False)  # grid cell -> group ids
 
     def __post_init__(self) -> None:
@@ -62,8 +63,29 @@ class AccountNetworkView:
 
     def add(self, path: str, verdict: Verdict, thumbnail: Optional[np.ndarray] = None) -> None:
         """Take one scored avatar: its verdict and, for the mean images, a small copy of it."""
+        eyes = verdict.evidence.get("eyes")
+        landmarks = None
+        if verdict.face is not None:
+            landmarks = (verdict.face.landmarks.left_eye, verdict.face.landmarks.right_eye)
+        on_template = eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
+        self._add(path, verdict.synthetic, on_template, landmarks, verdict.image_size, thumbnail)
+
+    def add_row(self, row: dict[str, Any], thumbnail: Optional[np.ndarray] = None) -> None:
+        """Take one row of a report (a row kept from an interrupted scan): what it holds of the verdict. A CSV
+        row holds no landmarks: it is counted, not grouped."""
+        face, size = row.get("face"), row.get("image_size")
+        eyes = row.get("check_eyes")
+        on_template = eyes not in (None, "") and float(eyes) >= ON_TEMPLATE_SCORE
+        flagged = row.get("synthetic") in (True, "true")
+        if "face" not in row and row.get("status") != "no_face":
+            self.without_landmarks += 1  # a CSV row: its face was found, but the row does not say where
+        landmarks = None
+        if face is not None and size:
+            landmarks = (face["landmarks"]["left_eye"], face["landmarks"]["right_eye"])
+        self._add(str(row["path"]), flagged, on_template, landmarks, tuple(size or (1, 1)), thumbnail)
+
+    def _add(self, path: str, flagged: bool, on_template: bool, eyes, size, thumbnail) -> None:
         self.scanned += 1
-        flagged = verdict.synthetic
         self.flagged += flagged
         if thumbnail is not None:
             small = np.asarray(
@@ -72,28 +94,23 @@ class AccountNetworkView:
             self._sum_all += small
             if flagged:
                 self._sum_flagged += small
-        if verdict.face is None:
+        if eyes is None:
             return
         self.with_face += 1
-        eyes = verdict.evidence.get("eyes")
-        on_template = eyes is not None and eyes.score is not None and eyes.score >= ON_TEMPLATE_SCORE
         self.on_template += on_template
         self.on_template_flagged += on_template and flagged
-        lm = verdict.face.landmarks
-        width, height = verdict.image_size
-        geometry = (np.array([lm.left_eye, lm.right_eye], np.float64) / [width, height]).ravel()
+        width, height = size
+        geometry = (np.array(eyes, np.float64) / [width, height]).ravel()
         group = self._find_group(geometry)
         if group is None:
             group = len(self._leaders)
             self._leaders.append(geometry)
             self._counts.append(0)
-            self._flagged_counts.append(0)
-            self._examples.append([])
+            self._flagged_members.append([])
+            self._other_members.append([])
             self._cells[self._cell(geometry)].append(group)
         self._counts[group] += 1
-        self._flagged_counts[group] += flagged
-        if len(self._examples[group]) < EXAMPLES_PER_GROUP:
-            self._examples[group].append(path)
+        (self._flagged_members if flagged else self._other_members)[group].append(path)
 
     @staticmethod
     def _cell(geometry: np.ndarray) -> tuple[int, ...]:
@@ -135,13 +152,17 @@ class AccountNetworkView:
         return True
 
     def groups(self) -> list[dict[str, Any]]:
-        """Sets of at least three avatars whose eyes sit within 1.5% of the frame of a common first member's,
-        with how many of each are flagged: possible networks (at least ``NETWORK_MIN_FLAGGED`` flagged) first,
-        most flagged first, then the groups that only share a framing, largest first; at most ``MAX_GROUPS``."""
+        """Sets of at least three avatars whose eyes sit within 1.5% of the frame of a common first member's.
+
+        A group with at least ``NETWORK_MIN_FLAGGED`` flagged avatars holds a *possible network*: its flagged
+        avatars, every one listed (``members``). The group's avatars that are not flagged are listed apart
+        (``same_framing_not_flagged``), never as a network's members: real photos framed alike share eye
+        positions too. Possible networks first, most flagged first, then the groups that only share a framing,
+        largest first; at most ``MAX_GROUPS``."""
         sizeable = [g for g in range(len(self._counts)) if self._counts[g] >= MIN_GROUP]
 
         def order(group: int) -> tuple[int, int]:
-            flagged = self._flagged_counts[group]
+            flagged = len(self._flagged_members[group])
             network = flagged >= NETWORK_MIN_FLAGGED
             return (0, -flagged) if network else (1, -self._counts[group])
 
@@ -149,16 +170,17 @@ class AccountNetworkView:
         result = []
         for group in sizeable[:MAX_GROUPS]:
             centre = self._leaders[group]
-            flagged = self._flagged_counts[group]
+            flagged = list(self._flagged_members[group])
             result.append(
                 {
                     "count": self._counts[group],
-                    "flagged": flagged,
-                    "possible_network": flagged >= NETWORK_MIN_FLAGGED,
+                    "flagged": len(flagged),
+                    "possible_network": len(flagged) >= NETWORK_MIN_FLAGGED,
                     "left_eye": [round(float(centre[0]), 3), round(float(centre[1]), 3)],
                     "right_eye": [round(float(centre[2]), 3), round(float(centre[3]), 3)],
                     "on_template": bool(np.abs(centre - TEMPLATE_MEAN[:4]).max() < GROUP_TOLERANCE),
-                    "examples": list(self._examples[group]),
+                    "members": flagged,  # the flagged avatars only: a network is never shown with real photos
+                    "same_framing_not_flagged": list(self._other_members[group]),
                 }
             )
         return result
@@ -172,6 +194,7 @@ class AccountNetworkView:
             "on_template_flagged": self.on_template_flagged,
             "network_min_flagged": NETWORK_MIN_FLAGGED,
             "on_template_share": self.on_template / self.with_face if self.with_face else 0.0,
+            "without_landmarks": self.without_landmarks,
             "groups": self.groups(),
         }
 
@@ -179,26 +202,38 @@ class AccountNetworkView:
         s = self.summary()
         stacked = s["on_template_share"] > 0.2 and s["on_template_flagged"] >= NETWORK_MIN_FLAGGED
         lines = [
-            f"network view: {s['scanned']} avatars scanned, {s['flagged']} flagged, {s['with_face']} with a face",
+            f"network view: {s['scanned']} avatars, {s['flagged']} flagged, {s['with_face']} with a face",
             f"  eyes on the StyleGAN template: {s['on_template']} of {s['with_face']} "
             f"({s['on_template_share']:.1%}), {s['on_template_flagged']} of them flagged"
             + ("  <- a coordinated GAN network stacks here" if stacked else ""),
-            f"  a group is a possible network when at least {NETWORK_MIN_FLAGGED} of its avatars are flagged; "
-            "real photos framed alike (aligned, cropped by one tool) share eye positions too",
+            f"  a possible network is {NETWORK_MIN_FLAGGED} or more flagged avatars whose eyes sit on one spot; "
+            "the avatars framed alike but not flagged are never part of it: real photos aligned or cropped by one "
+            "tool share eye positions too",
         ]
         for i, group in enumerate(s["groups"], 1):
-            what = (
-                f"possible network: {group['flagged']} flagged of {group['count']} avatars"
-                if group["possible_network"]
-                else f"shared framing, {group['flagged'] or 'nothing'} flagged, {group['count']} avatars"
+            where = f"eyes at {group['left_eye']}, {group['right_eye']}" + (
+                ", the StyleGAN template" if group["on_template"] else ""
             )
-            lines.append(
-                f"  group {i}: {what} with near-identical eye positions (at {group['left_eye']}, "
-                f"{group['right_eye']}{', the StyleGAN template' if group['on_template'] else ''}), e.g. "
-                + ", ".join(group["examples"][:3])
-            )
+            others = group["same_framing_not_flagged"]
+            if group["possible_network"]:
+                lines.append(f"  group {i}: possible network of {group['flagged']} flagged avatars ({where}):")
+                lines.append("    members: " + ", ".join(group["members"]))
+                if others:
+                    lines.append(f"    same framing, not flagged (not part of the network): {len(others)} avatars")
+            else:
+                flagged = (
+                    f"; flagged, alone (not a network): {', '.join(group['members'])}" if group["members"] else ""
+                )
+                lines.append(
+                    f"  group {i}: shared framing, not a network: {group['count']} avatars ({where}){flagged}"
+                )
         if not s["groups"]:
             lines.append("  no group of 3 or more avatars shares landmark positions")
+        if s["without_landmarks"]:
+            lines.append(
+                f"  {s['without_landmarks']} avatars kept from the interrupted run are counted but not grouped "
+                "(a CSV report holds no landmarks; a JSONL or HTML one does)"
+            )
         return "\n".join(lines)
 
 

@@ -64,7 +64,8 @@ def _explain(explain: str, old_checks: Optional[str]) -> str:
 @click.version_option(__version__, prog_name="gan-face")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def main(verbose: int) -> None:
-    """Tell whether face profile photos were made by a GAN, with evidence a person can check."""
+    """Tell whether face profile photos were made by a generator (a GAN or a diffusion model), with evidence a
+    person can check."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -133,7 +134,7 @@ def scan(
     from .._runtime import tune_allocator
     from ..files import discover
     from .account_network import AccountNetworkView
-    from .scan import check_output, format_for, run_scan
+    from .scan import ScanInterrupted, check_output, format_for, run_scan
 
     tune_allocator()  # a command, not a library import: faster CNN batches on glibc machines
     # --max-pixels is this process's limit: Pillow's own bomb check (which only a Python caller could raise)
@@ -173,15 +174,19 @@ def scan(
         )
     except OutputExistsError as exc:
         raise click.UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        hint = "the rows so far are kept; run again with --resume to finish" if output else "stopped"
+    except ScanInterrupted as stop:
+        if output:
+            kept = f"{stop.rows} row{'s' * (stop.rows != 1)} kept in {stop.partial}"
+            hint = f"{kept}; run again with --resume to finish" if stop.rows else f"no row finished; {kept}"
+        else:
+            hint = f"stopped after {stop.rows} rows"
         click.echo(f"\ninterrupted: {hint}", err=True)
         sys.exit(130)
     if not quiet:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
         click.echo(
-            f"{result.scored} scored ({statuses or 'none'}), {result.flagged} flagged as GAN-generated at "
-            f"threshold {detector.threshold:.3f}, {result.failed} unreadable"
+            f"{result.scored} scored ({statuses or 'none'}), {result.flagged} flagged as likely generated at "
+            f"threshold {detector.threshold:.3f}, {result.cant_tell} can't tell, {result.failed} unreadable"
             + (f" ({result.skipped} of the scored rows kept from the interrupted run)" if result.skipped else "")
             + (f"; report: {output}" if output else ""),
             err=True,

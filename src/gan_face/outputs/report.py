@@ -1,6 +1,7 @@
 """Report rows and their writers: CSV and JSONL.
 
-A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``threshold``, ``status``, ``error``, ``reason``
+A row is one input file: ``path``, ``likelihood``, ``synthetic``, ``verdict`` (the answer in words: likely
+generated, can't tell, likely a camera photo), ``threshold``, ``status``, ``error``, ``reason``
 (the verdict's own :attr:`~gan_face.result.Verdict.reason`: the evidence that weighed most), ``check_<name>`` for
 each piece of evidence's score (the learnt views' and the checks': the report schema keeps the ``check_`` prefix
 for all of them) and ``not_computed`` (the checks skipped for this image, space-separated; see
@@ -21,7 +22,7 @@ from typing import IO, Any, Iterable, Mapping, Sequence
 from ..files import safe_text
 from ..result import Verdict
 
-BASE_COLUMNS = ("path", "likelihood", "synthetic", "threshold", "status", "error", "reason")
+BASE_COLUMNS = ("path", "likelihood", "synthetic", "verdict", "threshold", "status", "error", "reason")
 
 
 def columns_for(evidence_names: Iterable[str]) -> tuple[str, ...]:
@@ -33,6 +34,7 @@ def verdict_row(path: str, verdict: Verdict, evidence_names: Sequence[str]) -> d
         "path": path,
         "likelihood": None if verdict.likelihood is None else round(verdict.likelihood, 6),
         "synthetic": verdict.synthetic,
+        "verdict": verdict.answer,
         "threshold": round(verdict.threshold, 6),
         "status": verdict.status,
         "error": None,
@@ -47,6 +49,7 @@ def verdict_row(path: str, verdict: Verdict, evidence_names: Sequence[str]) -> d
     row["face"] = None if verdict.face is None else verdict.face.to_dict()
     row["explanations"] = {name: result.explanation for name, result in verdict.evidence.items()}
     row["decided_by"] = verdict.decided_by
+    row["weighed"] = [name for name in verdict.contributions if name in verdict.evidence]
     return row
 
 

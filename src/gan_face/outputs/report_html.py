@@ -18,13 +18,13 @@ import io
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..checks.eyes import TEMPLATE_MEAN
-from ..result import evidence_label
+from ..result import CANT_TELL
 from .account_network import AccountNetworkView, draw_template
 
 THUMBNAIL_SIDE = 224
@@ -59,9 +59,16 @@ def environment():
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.globals["evidence_label"] = evidence_label
     environment.globals["template_eyes"] = lambda w, h: (TEMPLATE_MEAN.reshape(3, 2)[:2] * [w, h]).tolist()
     return environment
+
+
+def thumbnail_of(row: dict) -> Optional[np.ndarray]:
+    """The thumbnail an HTML report's row carries (base64 JPEG), decoded; ``None`` for other rows."""
+    encoded = row.get("thumbnail")
+    if not encoded:
+        return None
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
 
 
 def card_row(row: dict, evidence_names: Sequence[str]) -> dict:
@@ -73,6 +80,8 @@ def card_row(row: dict, evidence_names: Sequence[str]) -> dict:
     row.setdefault("image_size", None)
     row.setdefault("reason", "")
     row.setdefault("decided_by", None)
+    row.setdefault("verdict", None)
+    row.setdefault("weighed", None)
     row.setdefault("not_computed", "")
     for name in evidence_names:
         row.setdefault(f"check_{name}", None)
@@ -98,11 +107,13 @@ def render_html(
     """Render the page from the JSON-lines rows of a scan (read twice: an index, then card by card)."""
     index = []  # (flagged, likelihood, offset)
     skipped_checks = False  # whether any card says "not computed" (the page then says how to compute them)
+    n_unsure = 0  # rows answered "can't tell" (a likelihood in the band below the threshold)
     with open(rows_path, "rb") as handle:
         offset = handle.tell()
         for line in iter(handle.readline, b""):
             row = json.loads(line)
             skipped_checks = skipped_checks or bool(row.get("not_computed"))
+            n_unsure += row.get("verdict") == CANT_TELL and row.get("likelihood") is not None
             likelihood = row.get("likelihood")
             index.append((bool(row.get("synthetic")), -1.0 if likelihood is None else likelihood, offset))
             offset = handle.tell()
@@ -119,6 +130,7 @@ def render_html(
         environment().get_template("report.html.j2").stream(
             n_images=len(index),
             n_flagged=sum(1 for item in index if item[0]),
+            n_unsure=n_unsure,
             threshold=threshold,
             model=model,
             notes=notes,

@@ -18,6 +18,7 @@ from typing import IO, Callable, Optional, Sequence
 from ..detector import DEFAULT_BATCH_SIZE, Detector
 from ..errors import GanFaceError, ImageNotFoundError, OutputExistsError
 from ..files import InputFile
+from ..result import CANT_TELL
 from .account_network import AccountNetworkView
 from .report import (
     CsvRowWriter,
@@ -28,7 +29,7 @@ from .report import (
     resumable_rows,
     verdict_row,
 )
-from .report_html import jpeg_b64, make_thumbnail, render_html
+from .report_html import jpeg_b64, make_thumbnail, render_html, thumbnail_of
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,24 @@ class ScanSummary:
     failed: int = 0
     skipped: int = 0  # of the rows above, those already in the report when resuming (not scored again)
     flagged: int = 0
+    cant_tell: int = 0  # answered "can't tell": a likelihood in the band below the threshold
     statuses: dict[str, int] = field(default_factory=dict)
 
-    def add(self, status: str, flagged: bool) -> None:
+    def add(self, status: str, flagged: bool, answer: Optional[str] = None) -> None:
         self.scored += 1
         self.flagged += flagged
+        self.cant_tell += answer == CANT_TELL and status != "no_face"
         self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a scan: ``rows`` rows are in the report's ``.partial`` (``partial``; ``None`` when the rows
+    went to stdout), those of every image scored before the interruption; ``--resume`` finishes it."""
+
+    def __init__(self, rows: int, partial: Optional[Path]) -> None:
+        super().__init__(rows, partial)
+        self.rows = rows
+        self.partial = partial
 
 
 class ReportFile:
@@ -209,13 +222,16 @@ def run_scan(
         writer = CsvRowWriter(handle, columns) if fmt == "csv" else JsonlRowWriter(handle, columns)
     todo = [f for f in files if report is None or f.display not in report.done]
     if report is not None:
-        for row in report.kept:  # the summary speaks of the whole report
+        for row in report.kept:  # the summary and the network view speak of the whole report
             summary.skipped += 1
-            summary.add(str(row.get("status")), row.get("synthetic") in (True, "true"))
+            summary.add(str(row.get("status")), row.get("synthetic") in (True, "true"), row.get("verdict"))
+            if network is not None:
+                network.add_row(row, thumbnail_of(row))
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), disable=not progress, unit="img", file=sys.stderr, dynamic_ncols=True)
+    written = 0
     try:
         for scored in detector.score_stream(todo, source=_source, batch_size=batch_size):
             item, result = scored.item, scored.result
@@ -223,7 +239,7 @@ def run_scan(
                 summary.failed += 1
                 row = error_row(item.display, result, evidence_names)
             else:
-                summary.add(result.status, result.synthetic)
+                summary.add(result.status, result.synthetic, result.answer)
                 row = verdict_row(item.display, result, evidence_names)
                 if network is not None:
                     thumbnail = make_thumbnail(scored.image)  # one small copy serves the page and the mean faces
@@ -232,7 +248,12 @@ def run_scan(
                         row["thumbnail"] = jpeg_b64(thumbnail)
             writer.write(row)
             handle.flush()
+            written += 1
             bar.update(1)
+    except KeyboardInterrupt:
+        if report is not None:
+            report.abandon()
+        raise ScanInterrupted(len(report.kept) + written if report else written, report and report.partial)
     except BaseException:
         if report is not None:
             report.abandon()

@@ -357,16 +357,21 @@ def _row_model(evidence_names: Sequence[str]) -> type[BaseModel]:
         path=(str, Field(description="the uploaded file's name")),
         likelihood=(Optional[float], Field(None, description="0..1, calibrated at even odds; null: no evidence")),
         synthetic=(Optional[bool], Field(None, description="likelihood >= threshold")),
+        verdict=(
+            Optional[str],
+            Field(None, description="the answer in words: likely generated, can't tell, likely a camera photo"),
+        ),
         threshold=(Optional[float], None),
         status=(Optional[str], Field(None, description="ok, no_face, multiple_faces or low_quality")),
         error=(Optional[str], Field(None, description="why the file could not be scored")),
-        reason=(Optional[str], Field(None, description="the evidence that weighed most, in words")),
+        reason=(Optional[str], Field(None, description="the answer and the evidence that moved it, in words")),
         **checks,
         not_computed=(Optional[str], Field(None, description="checks skipped for this image, space-separated")),
         image_size=(Optional[list[int]], Field(None, description="width, height")),
         face=(Optional[Face], None),
-        explanations=(Optional[dict[str, str]], Field(None, description="each check's one-line explanation")),
+        explanations=(Optional[dict[str, str]], Field(None, description="each evidence's one-line explanation")),
         decided_by=(Optional[str], Field(None, description="the evidence that carried the decision")),
+        weighed=(Optional[list[str]], Field(None, description="the evidence the likelihood is made of")),
     )
 
 

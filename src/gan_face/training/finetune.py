@@ -133,7 +133,7 @@ class FinetuneReport:
     def table(self) -> str:
         lines = [
             f"{'held-out data':32s} {'':6s} {'AUC':>7s} {'TPR@1%FPR':>10s} {'FPR@thr':>8s} "
-            f"{'n real':>7s} {'n fake':>7s}"
+            f"{'real':>7s} {'fake':>7s}"
         ]
         for name, pair in self.before_after.items():
             for when in ("before", "after"):
@@ -141,14 +141,16 @@ class FinetuneReport:
                 lines.append(
                     f"{name:32s} {when:6s} {m['auc']:7.4f} {m['tpr_at_1pct_fpr']:10.4f} "
                     f"{m['fpr_at_threshold']:8.4f} "
-                    f"{m['n_real']:7d} {m['n_fake']:7d}"
+                    f"{m['n_real'] // len(FINETUNE_CONDITIONS):7d} {m['n_fake'] // len(FINETUNE_CONDITIONS):7d}"
                 )
+        if self.before_after:  # the columns count images; each was scored as it is and as an avatar
+            lines.append(f"(real, fake: images, each scored {' and '.join(FINETUNE_CONDITIONS)})")
         lines.append(f"threshold {self.threshold:.4f} (base model: {self.base_threshold:.4f}); {self.calibration}")
         if self.expected_fpr:
             f = self.expected_fpr
             lines.append(
-                f"expected false-positive rate: {f['flagged']} of {f['n_real']} held-out real photos flagged "
-                f"({f['rate']:.1%}; 95% interval {f['low']:.1%} to {f['high']:.1%})"
+                f"expected false-positive rate: {f['flagged']} of {f['n_real']} held-out real photos flagged as "
+                f"avatars ({f['rate']:.1%}; 95% interval {f['low']:.1%} to {f['high']:.1%})"
             )
         return _with_notes(lines, refitted=self.refitted, warning=self.warnings)
 
@@ -365,9 +367,9 @@ def _describe_steps(data: DataCheck, base_card: ModelCard, settings: FinetuneSet
         steps.append(f"the face CNN fine-tuned: {settings.epochs} epochs of {settings.samples_per_epoch} faces")
     elif base_card.clip is not None:
         steps.append("the face CNN kept as in the base model (--cnn fine-tunes it too)")
-    terms = " and ".join(["the clip view's"] * head + ["the CNN's"] * cnn)
-    steps.append(f"the fusion's {terms} {'terms' if head and cnn else 'term'} and the threshold refitted on the "
-                 "calibration share, if it allows")  # fmt: skip
+    weighed = " and ".join(["the clip view's"] * head + ["the face CNN's"] * cnn)
+    steps.append(f"then how much {weighed} evidence weighs in the likelihood, and the threshold, are refitted on "
+                 "the calibration share, if it holds enough real photos")  # fmt: skip
     return steps
 
 
@@ -598,6 +600,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
     from ..card import file_sha256
     from ..detector import Detector
 
+    # the folder check's warnings (printed before any work) go into the card, not again into the final table
     report = FinetuneReport(output=str(output), base_threshold=base_card.threshold)
     report.skipped, report.counts = data.skipped, data.counts
     aligner = FaceAligner(base_card.face_search)
@@ -671,7 +674,7 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
             "how": report.calibration,
             "expected_fpr": report.expected_fpr,
         },  # fmt: skip
-        "warnings": report.warnings,
+        "warnings": data.warnings + report.warnings,
         "minutes": report.minutes,
     }
     # the base model's measurements describe the base, not this model: they are replaced by this run's own
@@ -706,9 +709,8 @@ def _calibrate(card_path: Path, base_card: ModelCard, calibration: Sequence[Samp
     from ..detector import Detector
 
     n_real = sum(s.label == 0 for s in calibration)
-    if n_real < settings.min_calibration_reals:
-        report.calibration = "the base model's calibration and threshold kept"
-        report.warnings.append(_too_few_reals(n_real, settings, base_card.threshold))
+    if n_real < settings.min_calibration_reals:  # the folder check said why, once, before any work
+        report.calibration = "the base model's calibration and threshold kept (too few real photos: see above)"
         return {"fusion": base_card.fusion, "threshold": base_card.threshold}
     rows = score_samples(Detector(card_path), calibration, FINETUNE_CONDITIONS, progress=False)
     fusion, threshold = refit_terms(base_card.fusion, changed, rows, max_fpr=0.01)

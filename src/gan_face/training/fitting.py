@@ -185,3 +185,36 @@ def strictest_threshold(
                     groups.append(group)
                     limits.append(max_source_fpr)
     return max(threshold_at_fpr(likelihoods[group], limit) for group, limit in zip(groups, limits))
+
+
+def fit_cant_tell(rows: Sequence[Mapping], threshold: float, real_share: float = 0.05) -> float:
+    """The lower edge of the "can't tell" band: the likelihood above which ``real_share`` of the real photos in
+    ``rows`` (scored rows, every condition pooled; rows without a likelihood left out) lie, never above the
+    threshold. Fit it on calibration data, as the threshold."""
+    real = np.array([r["likelihood"] for r in rows if r["sample"].label == 0 and r["likelihood"] is not None])
+    if real.size == 0:
+        raise ValueError("no scored real photos to fit the can't-tell band on")
+    return float(min(np.quantile(real, 1.0 - real_share), threshold))
+
+
+def answer_shares(rows: Sequence[Mapping], threshold: float, cant_tell_from: float) -> dict[str, dict]:
+    """Per condition, the share of real photos and of generated faces given each answer (rows without a
+    likelihood, no face found, are counted apart as ``no_likelihood``)."""
+    from ..result import CANT_TELL, LIKELY_CAMERA, LIKELY_GENERATED
+
+    shares: dict[str, dict] = {}
+    for condition in sorted({r["condition"] for r in rows}):
+        entry: dict[str, dict] = {}
+        for kind, label in (("real", 0), ("generated", 1)):
+            group = [r for r in rows if r["condition"] == condition and r["sample"].label == label]
+            scored = np.array([r["likelihood"] for r in group if r["likelihood"] is not None])
+            n = max(len(group), 1)
+            entry[kind] = {
+                "n": len(group),
+                LIKELY_GENERATED: round(float((scored >= threshold).sum()) / n, 4),
+                CANT_TELL: round(float(((scored >= cant_tell_from) & (scored < threshold)).sum()) / n, 4),
+                LIKELY_CAMERA: round(float((scored < cant_tell_from).sum()) / n, 4),
+                "no_likelihood": round((len(group) - scored.size) / n, 4),
+            }
+        shares[condition] = entry
+    return shares
