@@ -43,7 +43,15 @@ def main(argv=None) -> int:
         "rule": f"the likelihood above which {args.real_share:.0%} of the calibration half's real photos lie "
         "(every condition pooled), up to the threshold",
         "fitted_on": "calibration half of the held-out sources",
-        "test_half_shares": shares,
+        # per condition and kind: the shares in the order of "columns" (compact: the card is read at start-up)
+        "test_half_shares": {
+            "columns": [*ANSWERS, "no_likelihood"],
+            "n": {kind: share["n"] for kind, share in next(iter(shares.values())).items()},
+            **{
+                c: {k: [v[a] for a in (*ANSWERS, "no_likelihood")] for k, v in e.items()}
+                for c, e in shares.items()
+            },
+        },
     }
     card.with_sections(answers=answers).save(args.card)
     print(f"wrote the answers section into {args.card}")
