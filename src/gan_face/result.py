@@ -70,6 +70,14 @@ def _percent(p: float) -> str:
     return "under 1%" if p < 0.005 else f"{p:.0%}"
 
 
+def _percents_below(p: float, threshold: float) -> tuple[str, str]:
+    """``p`` and the threshold above it as percentages, with as many decimals as it takes to show the gap."""
+    for digits in range(1, 5):
+        if round(100 * p, digits) < round(100 * threshold, digits):
+            break
+    return f"{p:.{digits}%}", f"{threshold:.{digits}%}"
+
+
 def _cited(pulls: list[tuple[str, float]]) -> list[str]:
     """The names among ``pulls`` ((name, pull > 0), strongest first) that a reason cites: the strongest, and the
     next if it pulls enough beside it."""
@@ -265,7 +273,8 @@ class Verdict:
                 f"Likely a camera photo ({_percent(p)} generated-like): {held or 'nothing points to a generator'}."
             )
         else:
-            text = f"Can't tell ({_percent(p)}, below the {_percent(self.threshold)} needed to flag): "
+            shown, needed = _percents_below(p, self.threshold)
+            text = f"Can't tell ({shown}, below the {needed} needed to flag): "
             text += f"{raised} raised it" if raised else "no piece of evidence stands out"
             text += f", while {held} held it down." if held else "."
         leads = self.observations if answer != LIKELY_CAMERA else []
