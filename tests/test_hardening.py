@@ -333,9 +333,9 @@ def test_the_quick_start_flags_the_shipped_portraits_and_not_the_real_photo(tmp_
 
 
 @pytest.mark.data
-def test_the_shipped_portraits_are_the_shared_datas_own(tmp_path):
+def test_the_shipped_portraits_are_the_shared_datas_own(shared_data):
     """The portraits in examples/ are byte for byte the CC0 files of ../shared/data/fake/sd3_fakerjs."""
-    source = REPO.parent / "shared" / "data" / "fake" / "sd3_fakerjs"
+    source = shared_data / "fake" / "sd3_fakerjs"
     for name in PORTRAITS:
         assert (REPO / "examples" / name).read_bytes() == (source / name).read_bytes(), name
 
