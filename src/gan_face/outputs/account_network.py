@@ -3,8 +3,8 @@
 Uncropped StyleGAN faces all put their eyes on the same pixels, so the mean image of a network's flagged avatars
 shows two sharp eyes where a mean of real photos is a blur; many avatars share near-identical landmark
 positions; a large share sits on the StyleGAN template. OSINT analysts use exactly this tell. The view keeps a
-running sum of small images and, per distinct landmark position, a count, a count of the flagged avatars and a few
-example names, never the avatars themselves.
+running sum of small images and, per distinct landmark position, the names of its flagged avatars and of the
+others, never the avatars themselves.
 
 Shared eye positions alone are not evidence: real photos from one source share a framing too (a folder of aligned
 CelebA photos forms groups of dozens). So a *possible network* is the flagged avatars of a group, when it holds at
@@ -51,6 +51,7 @@ class AccountNetworkView:
     without_landmarks: int = 0  # rows kept from an interrupted CSV scan: counted, but no landmarks to group
     _sum_flagged: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _sum_all: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _n_images: list = field(default_factory=lambda: [0, 0], repr=False)  # thumbnails summed: all, flagged
     _leaders: list = field(default_factory=list, repr=False)  # per group: geometry of its first member
     _counts: list = field(default_factory=list, repr=False)
     _flagged_members: list = field(default_factory=list, repr=False)  # per group: names of its flagged avatars
@@ -92,8 +93,10 @@ class AccountNetworkView:
                 Image.fromarray(thumbnail).resize((self.size, self.size), Image.BILINEAR), np.float64
             )
             self._sum_all += small
+            self._n_images[0] += 1
             if flagged:
                 self._sum_flagged += small
+                self._n_images[1] += 1
         if eyes is None:
             return
         self.with_face += 1
@@ -127,7 +130,8 @@ class AccountNetworkView:
         return None
 
     def mean_image(self, flagged_only: bool = True) -> Optional[np.ndarray]:
-        count = self.flagged if flagged_only else self.scanned
+        # over the avatars whose thumbnail was summed: rows kept from an interrupted JSONL or CSV scan have none
+        count = self._n_images[1] if flagged_only else self._n_images[0]
         total = self._sum_flagged if flagged_only else self._sum_all
         if count == 0 or not total.any():
             return None
@@ -137,8 +141,8 @@ class AccountNetworkView:
         """The mean of the flagged avatars and the mean of all, each with its caption (counts included); the
         StyleGAN template is not drawn yet."""
         captions = (
-            (True, f"mean of the {self.flagged} flagged avatars"),
-            (False, f"mean of all {self.scanned} avatars"),
+            (True, f"mean of the {self._n_images[1]} flagged avatars"),
+            (False, f"mean of all {self._n_images[0]} avatars"),
         )
         return [(caption, mean) for flagged, caption in captions if (mean := self.mean_image(flagged)) is not None]
 
