@@ -4,7 +4,7 @@ fold fits on, per condition, with bootstrap intervals. A fold is a linear fit ov
 
     python scripts/clip_matrix.py ../shared/data --encoder WORK/clip12.safetensors --work WORK
         [--size 160] [--view frame] [--conditions avatar,clean,laundered,cropped,gray] [--blocks 0-11]
-        [--components 256] [--shrinkage 0.1] [--per-source N] [-o matrix.json]
+        [--components 256] [--shrinkage 0.1] [--per-source N] [--variants ffhq,retouch] [-o matrix.json]
 
 The crops (``training.pools``) and features (``training.features``) are cached under ``--work`` and reused by
 every later run (and by ``scripts/train_clip_head.py``); ``--blocks`` and the head's settings cost a refit only.
@@ -19,12 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from gan_face._runtime import tune_allocator
 from gan_face.card import DEFAULT_GROUP_SIZE, ModelCard
 from gan_face.training.clip_matrix import EVALUATION_REALS, even_spread, matrix_line, parse_blocks, run_matrix
 from gan_face.training.datasets import index_tree
-from gan_face.training.features import condition_features
+from gan_face.training.features import condition_features, variant_features
 from gan_face.training.scoring import load_rows
+from gan_face.training.splits import V3_HOLDOUT
 
 
 def main() -> int:
@@ -49,6 +52,9 @@ def main() -> int:
         default=(),
         help="the other evidence of each image (rows of train_clip_head.py --rows-out)",
     )
+    parser.add_argument(
+        "--variants", default="", help="extra copies each fold also fits on, as train_clip_head.py (ffhq,retouch)"
+    )
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     tune_allocator()
@@ -66,6 +72,19 @@ def main() -> int:
         view=args.view,
         group_size=args.group_size,
     )
+    extra = None
+    variants = [name for name in args.variants.split(",") if name]
+    if variants:
+        sources = np.array([s.source for s in samples])
+        pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
+        copies = [
+            variant_features([samples[i] for i in pooled], name, args.encoder, args.work, input_size=args.size,
+                             view=args.view, group_size=args.group_size)
+            for name in variants
+        ]  # fmt: skip
+        tokens = np.concatenate([t[found] for t, found in copies])
+        kept = np.concatenate([pooled[found] for _, found in copies])
+        extra = (tokens, np.array([samples[i].label for i in kept]), sources[kept])
     fused_with = None
     if args.card:
         card = ModelCard.load(args.card)
@@ -78,6 +97,7 @@ def main() -> int:
         "components": args.components,
         "shrinkage": args.shrinkage,
         "per_source": args.per_source,
+        "variants": variants,
         "group_size": args.group_size,
         "evaluation_reals": list(EVALUATION_REALS),
         "runs": {},
@@ -96,6 +116,7 @@ def main() -> int:
             args.shrinkage,
             train_conditions,
             fused_with,
+            extra,
         )
         report["runs"][block_text] = matrix
         print(f"\nblocks {block_text} ({time.time() - started:.0f} s)")

@@ -3,7 +3,7 @@
     python scripts/train_clip_head.py ../shared/data --study-encoder WORK/clip12.safetensors --work WORK
         --base models/gan-face-v2.json --encoder models/clip-vit-b16.safetensors -o models/gan-face-v3.json
         [--size 160] [--view frame] [--blocks 0-11] [--conditions clean,avatar,laundered,cropped,gray]
-        [--components 256] [--shrinkage 0.1]
+        [--components 256] [--shrinkage 0.1] [--variants ffhq,retouch]
 
 The head fits on every source outside ``V3_HOLDOUT`` (the held-out sources calibrate and test the model), each
 image under every condition (JPEG, resizing, crops, grayscale: the histories a profile photo goes through),
@@ -25,13 +25,12 @@ import numpy as np
 
 from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
-from gan_face.card import DEFAULT_GROUP_SIZE, ClipConfig, ClipNetwork, CnnConfig, ModelCard, file_sha256
+from gan_face.card import DEFAULT_GROUP_SIZE, ClipConfig, ClipNetwork, ModelCard, file_sha256
 from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, lda_head, source_weights
 from gan_face.training.clip_matrix import parse_blocks
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree, manifest_digest
-from gan_face.training.features import condition_features, head_inputs, pool_features
-from gan_face.training.pools import FfhqVariants, build_pool
+from gan_face.training.features import condition_features, head_inputs, variant_features
 from gan_face.training.scoring import load_rows, save_rows
 from gan_face.training.splits import V3_HOLDOUT, held_out_half
 
@@ -55,10 +54,11 @@ def main() -> int:
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=0.1)
     parser.add_argument(
-        "--ffhq-variants",
-        action="store_true",
-        help="also fit on an FFHQ-style re-crop of every training image, both classes (framing "
-        "is not evidence: real photos aligned the FFHQ way must not look generated)",
+        "--variants",
+        default="",
+        help="comma-separated extra copies of every training image, both classes, to fit on too: 'ffhq' (an "
+        "FFHQ-style re-crop: framing is not evidence, real photos aligned the FFHQ way must not look generated), "
+        "'retouch' (a retouched copy: polish is not evidence, training.retouch)",
     )
     parser.add_argument(
         "--exclude",
@@ -102,27 +102,19 @@ def main() -> int:
     x = head_inputs(np.asarray(features)[rows, variants], blocks)
     y = np.array([samples[i].label for i in rows])
     row_sources = sources[rows]
-    if args.ffhq_variants:
-        # the pool covers every non-held-out image (one cache, whatever --exclude leaves out), then is masked
-        pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
-        trained = [samples[i] for i in pooled]
-        pool = build_pool(
-            trained,
-            args.work,
-            CnnConfig(input_size=args.size, view=args.view),
-            variants=1,
-            make_variant=FfhqVariants(),
-            spec={"variants": "ffhq_realign"},
-        )
-        extra = np.asarray(
-            pool_features(
-                pool, args.study_encoder, args.work, input_size=args.size, depth=12, group_size=args.group_size
-            )
-        )
-        kept = np.flatnonzero(pool.usable & train[pooled])
-        x = np.concatenate([x, head_inputs(extra[kept, 0], blocks)])
-        y = np.concatenate([y, [trained[i].label for i in kept]])
-        row_sources = np.concatenate([row_sources, [trained[i].source for i in kept]])
+    variants = [name for name in args.variants.split(",") if name]
+    # the extra copies cover every non-held-out image (one cache, whatever --exclude leaves out), then are masked
+    pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
+    for name in variants:
+        tokens, found = variant_features(
+            [samples[i] for i in pooled], name, args.study_encoder, args.work, input_size=args.size,
+            view=args.view, group_size=args.group_size,
+        )  # fmt: skip
+        kept = found & train[pooled]
+        x = np.concatenate([x, head_inputs(tokens[kept], blocks)])
+        y = np.concatenate([y, [samples[i].label for i in pooled[kept]]])
+        row_sources = np.concatenate([row_sources, sources[pooled[kept]]])
+        print(f"{name} copies: {kept.sum()} rows")
     stats = fit_stats(x, y, source_weights(row_sources, y), args.components, sources=row_sources)
     tensors = head_tensors(stats, args.shrinkage)
     fitted = head_logits(stats, x, args.shrinkage)
@@ -155,7 +147,8 @@ def main() -> int:
             **({"also_left_out": excluded} if excluded else {}),
             "conditions": conditions,
             "n_images": int(train.sum()),
-            "ffhq_variants": bool(args.ffhq_variants),
+            "ffhq_variants": "ffhq" in variants,
+            "retouch_variants": "retouch" in variants,
             "head": {
                 "kind": "shrunk LDA on the leading principal directions of the standardised CLS tokens",
                 "components": args.components,

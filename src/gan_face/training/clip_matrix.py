@@ -15,7 +15,7 @@ import numpy as np
 from .._math import sigmoid
 from .clip_head import fit_stats, head_logits, source_weights
 from .features import head_inputs
-from .folds import DIFFUSION, FAMILIES, PIPELINE_PARTNERS
+from .folds import DIFFUSION, FAMILIES, FAMILY_GROUPS, PIPELINE_PARTNERS
 from .metrics import bootstrap_auc, ranking_metrics
 from .splits import V3_HOLDOUT
 
@@ -45,11 +45,32 @@ def even_spread(samples, per_source: int, seed: int = 0):
     return kept
 
 
+def folds() -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Every fold of the matrix: name -> (the fake sources it leaves out, whether they are diffusion): each family,
+    then each group of families (:data:`.folds.FAMILY_GROUPS`)."""
+    result = {family: (tuple(members), family in DIFFUSION) for family, members in FAMILIES.items()}
+    for name, families in FAMILY_GROUPS.items():
+        members = tuple(source for family in families for source in FAMILIES[family])
+        result[name] = (members, all(family in DIFFUSION for family in families))
+    return result
+
+
 def run_matrix(
-    features, samples, usable, conditions, blocks, components, shrinkage, train_conditions=None, fused_with=None
+    features,
+    samples,
+    usable,
+    conditions,
+    blocks,
+    components,
+    shrinkage,
+    train_conditions=None,
+    fused_with=None,
+    extra=None,
 ):
     """Every fold's metrics: ``{family: {condition: {...}}}``. With ``fused_with`` (a fusion and rows of the other
-    evidence), also the fold's clip score fused with that evidence as the shipped model fuses it."""
+    evidence), also the fold's clip score fused with that evidence as the shipped model fuses it. ``extra``: more
+    training rows ``(tokens, labels, sources)`` (re-cropped or retouched copies, as the shipped head fits on), each
+    fold keeping those of the sources it trains on."""
     sources = np.array([s.source for s in samples])
     labels = np.array([s.label for s in samples])
     train_k = [conditions.index(c) for c in (train_conditions or conditions)]
@@ -57,7 +78,7 @@ def run_matrix(
     evaluation_reals = np.isin(sources, EVALUATION_REALS) & usable
     unaligned = evaluation_reals & ~np.isin(sources, FFHQ_ALIGNED_REALS)
     result: dict = {}
-    for family, members in FAMILIES.items():
+    for family, (members, diffusion) in folds().items():
         partners = PIPELINE_PARTNERS.get(family, ())
         held = np.isin(sources, list(members) + list(partners))
         train = usable & ~held & ~np.isin(sources, EVALUATION_REALS)
@@ -66,11 +87,16 @@ def run_matrix(
             continue
         rows = np.repeat(np.flatnonzero(train), len(train_k))
         ks = np.tile(train_k, train.sum())
-        x_train = x_all[rows, ks]
-        y_train = labels[rows]
-        weights = source_weights(sources[rows], y_train)
+        x_train, y_train, train_sources = x_all[rows, ks], labels[rows], sources[rows]
+        if extra is not None:
+            tokens, extra_labels, extra_sources = extra
+            kept = np.isin(extra_sources, np.unique(sources[train]))
+            x_train = np.concatenate([x_train, head_inputs(tokens[kept], blocks)])
+            y_train = np.concatenate([y_train, extra_labels[kept]])
+            train_sources = np.concatenate([train_sources, extra_sources[kept]])
+        weights = source_weights(train_sources, y_train)
         stats = fit_stats(x_train, y_train, weights, components)
-        entry: dict = {"kind": "diffusion" if family in DIFFUSION else "gan", "n_train": int(train.sum())}
+        entry: dict = {"kind": "diffusion" if diffusion else "gan", "n_train": int(train.sum())}
         for k, condition in enumerate(conditions):
             logits = head_logits(stats, x_all[:, k], shrinkage)
             chosen = fakes | evaluation_reals

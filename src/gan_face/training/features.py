@@ -189,3 +189,30 @@ def condition_features(
         features[chosen, k] = computed[:, 0]
         usable[chosen] = pool.usable
     return features, usable
+
+
+def variant_features(
+    samples,
+    name: str,
+    encoder_path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    *,
+    input_size: int,
+    view: str = "frame",
+    group_size: int = DEFAULT_GROUP_SIZE,
+    workers: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``N x 12 x 768`` CLS tokens of one extra copy of every sample (:func:`.pools.extra_variants` ``name``:
+    re-cropped the FFHQ way, or retouched), and which samples had a face; both cached like the conditions."""
+    from ..card import CnnConfig
+    from .pools import build_pool, extra_variants
+
+    make_variant, spec = extra_variants(name)
+    pool = build_pool(
+        samples, cache_dir, CnnConfig(input_size=input_size, view=view), variants=1, make_variant=make_variant,
+        spec=spec, workers=workers,
+    )  # fmt: skip
+    tokens = pool_features(
+        pool, encoder_path, cache_dir, input_size=input_size, depth=12, group_size=group_size, workers=workers
+    )
+    return np.asarray(tokens)[:, 0], pool.usable

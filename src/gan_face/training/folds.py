@@ -46,8 +46,14 @@ FAMILIES: Mapping[str, tuple[str, ...]] = {
     "flux-headshots": ("fake/headshots_flux_invigo",),
     "astria-headshots": ("fake/headshots_astria_ruifei521",),
     "sd15": ("fake/sd15_santyarboleda", "fake/sd15_dhiandika"),
+    # scenes of one person at work cut to a headshot, from one study's prompts (issue 36)
+    "flux-dev": ("fake/flux_dev_occupations_maximuspowers",),
+    "sdxl-turbo": ("fake/sdxl_turbo_occupations_maximuspowers",),
 }
-DIFFUSION = frozenset({"sd3", "flux-headshots", "astria-headshots", "sd15"})
+DIFFUSION = frozenset({"sd3", "flux-headshots", "astria-headshots", "sd15", "flux-dev", "sdxl-turbo"})
+#: Families built on one base model: the clip view's matrix also leaves each group out whole (FLUX.1-dev and the
+#: Flux headshot app share FLUX.1), so that neither is measured with its sibling in the fit.
+FAMILY_GROUPS: Mapping[str, tuple[str, ...]] = {"flux (both sources)": ("flux-headshots", "flux-dev")}
 #: Real sources processed together with a family's fakes (the two halves of one paired data set: same crawl, size
 #: and JPEG pipeline). A fold leaves them out of training too: kept, they teach the CNN that the left-out family's
 #: processing history means "real", and the fold measures that shortcut rather than the generator (StyleGAN1 fold

@@ -145,6 +145,43 @@ class FfhqVariants:
         return ffhq_realign(image, points), FFHQ_TEMPLATE * 400
 
 
+class RetouchVariants:
+    """``make_variant`` for a pool of retouched copies (:func:`.retouch.retouch`), one per image, then one of
+    ``conditions`` (drawn per image), all seeded by ``seed`` and the image's index."""
+
+    def __init__(self, seed: int, conditions: Sequence[str] = ("avatar", "gray", "laundered")) -> None:
+        self.seed, self.conditions = seed, tuple(conditions)
+
+    def __call__(self, image, points, index, k):
+        from .retouch import retouch
+
+        rng = np.random.default_rng([self.seed, index, k])
+        polished = retouch(image, points, rng)
+        condition = self.conditions[int(rng.integers(len(self.conditions)))]
+        conditioned, matrix = condition_with_transform(polished, condition, seed=int(rng.integers(2**31)))
+        return conditioned, points @ matrix[:, :2].T + matrix[:, 2]
+
+
+#: The extra copies the clip head can fit on beside each training image (``scripts/train_clip_head.py
+#: --variants``): an FFHQ-style re-crop (framing is not evidence) and a retouched copy (polish is not evidence).
+EXTRA_VARIANTS = ("ffhq", "retouch")
+
+
+def extra_variants(name: str):
+    """``(make_variant, spec)`` of one of :data:`EXTRA_VARIANTS`; the spec keys the crop cache."""
+    from dataclasses import asdict
+
+    from .retouch import Retouch
+
+    if name == "ffhq":
+        return FfhqVariants(), {"variants": "ffhq_realign"}
+    if name == "retouch":
+        maker = RetouchVariants(seed=0)
+        spec = {"variants": "retouch", "seed": 0, "recipe": asdict(Retouch()), "then": list(maker.conditions)}
+        return maker, spec
+    raise ValueError(f"unknown variants {name!r}; expected one of {EXTRA_VARIANTS}")
+
+
 class ConditionVariants:
     """``make_variant`` for validation pools: variant ``k`` is evaluation condition ``conditions[k]``, seeded
     with the image's index in the pool, or with ``seeds[index]`` (a pool of some images of a data set, seeded as
