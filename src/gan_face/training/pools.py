@@ -19,7 +19,7 @@ from ..card import CnnConfig
 from ..io import load_image
 from ..views import cut_view
 from .augment import Augmentation, degrade
-from .conditions import CONDITIONS, FFHQ_TEMPLATE, condition_with_transform, ffhq_realign
+from .conditions import CONDITIONS, FFHQ_TEMPLATE, condition_with_transform, face_square, ffhq_realign
 from .datasets import Sample
 from .facecache import detect_cached, file_key
 
@@ -162,9 +162,31 @@ class RetouchVariants:
         return conditioned, points @ matrix[:, :2].T + matrix[:, 2]
 
 
+class ReframeVariants:
+    """``make_variant`` for a pool of headshots cut from each picture (:func:`.conditions.face_square`): a square
+    ``widths`` interocular distances wide (log-uniform in the range), moved off centre by up to ``max_shift``,
+    JPEG quality in ``qualities``, then the avatar condition; seeded by ``seed`` and the image's index."""
+
+    def __init__(self, seed: int, widths=(3.5, 8.0), max_shift: float = 0.5, qualities=(85, 96)) -> None:
+        self.seed, self.widths, self.max_shift, self.qualities = seed, tuple(widths), max_shift, tuple(qualities)
+
+    def spec(self) -> dict:
+        return {"widths": list(self.widths), "max_shift": self.max_shift, "qualities": list(self.qualities)}
+
+    def __call__(self, image, points, index, k):
+        rng = np.random.default_rng([self.seed, index, k])
+        widths = float(np.exp(rng.uniform(*np.log(self.widths))))
+        shift = rng.uniform(-self.max_shift, self.max_shift, size=2)
+        cut, first = face_square(image, points, widths, shift, int(rng.integers(*self.qualities)))
+        conditioned, second = condition_with_transform(cut, "avatar", seed=index)
+        moved = points @ first[:, :2].T + first[:, 2]
+        return conditioned, moved @ second[:, :2].T + second[:, 2]
+
+
 #: The extra copies the clip head can fit on beside each training image (``scripts/train_clip_head.py
-#: --variants``): an FFHQ-style re-crop (framing is not evidence) and a retouched copy (polish is not evidence).
-EXTRA_VARIANTS = ("ffhq", "retouch")
+#: --variants``): an FFHQ-style re-crop (framing is not evidence), a retouched copy (polish is not evidence) and
+#: a headshot cut at a random width around the face (how tight a shot is cut is not evidence).
+EXTRA_VARIANTS = ("ffhq", "retouch", "reframe")
 
 
 def extra_variants(name: str):
@@ -179,6 +201,9 @@ def extra_variants(name: str):
         maker = RetouchVariants(seed=0)
         spec = {"variants": "retouch", "seed": 0, "recipe": asdict(Retouch()), "then": list(maker.conditions)}
         return maker, spec
+    if name == "reframe":
+        maker = ReframeVariants(seed=0)
+        return maker, {"variants": "reframe", "seed": 0, **maker.spec()}
     raise ValueError(f"unknown variants {name!r}; expected one of {EXTRA_VARIANTS}")
 
 
