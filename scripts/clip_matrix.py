@@ -4,7 +4,7 @@ fold fits on, per condition, with bootstrap intervals. A fold is a linear fit ov
 
     python scripts/clip_matrix.py ../shared/data --encoder WORK/clip12.safetensors --work WORK
         [--size 160] [--view frame] [--conditions avatar,clean,laundered,cropped,gray] [--blocks 0-11]
-        [--components 256] [--shrinkage 0.1] [--per-source N] [--variants ffhq,retouch] [-o matrix.json]
+        [--components 256] [--shrinkage 0.1] [--per-source N] [--variants ffhq,retouch,reframe] [-o matrix.json]
 
 The crops (``training.pools``) and features (``training.features``) are cached under ``--work`` and reused by
 every later run (and by ``scripts/train_clip_head.py``); ``--blocks`` and the head's settings cost a refit only.
@@ -53,7 +53,9 @@ def main() -> int:
         help="the other evidence of each image (rows of train_clip_head.py --rows-out)",
     )
     parser.add_argument(
-        "--variants", default="", help="extra copies each fold also fits on, as train_clip_head.py (ffhq,retouch)"
+        "--variants",
+        default="",
+        help="extra copies each fold also fits on, as train_clip_head.py (ffhq,retouch,reframe)",
     )
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()

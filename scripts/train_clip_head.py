@@ -3,7 +3,7 @@
     python scripts/train_clip_head.py ../shared/data --study-encoder WORK/clip12.safetensors --work WORK
         --base models/gan-face-v2.json --encoder models/clip-vit-b16.safetensors -o models/gan-face-v3.json
         [--size 160] [--view frame] [--blocks 0-11] [--conditions clean,avatar,laundered,cropped,gray]
-        [--components 256] [--shrinkage 0.1] [--variants ffhq,retouch]
+        [--components 256] [--shrinkage 0.1] [--variants ffhq,retouch,reframe]
 
 The head fits on every source outside ``V3_HOLDOUT`` (the held-out sources calibrate and test the model), each
 image under every condition (JPEG, resizing, crops, grayscale: the histories a profile photo goes through),
@@ -58,7 +58,8 @@ def main() -> int:
         default="",
         help="comma-separated extra copies of every training image, both classes, to fit on too: 'ffhq' (an "
         "FFHQ-style re-crop: framing is not evidence, real photos aligned the FFHQ way must not look generated), "
-        "'retouch' (a retouched copy: polish is not evidence, training.retouch)",
+        "'retouch' (a retouched copy: polish is not evidence, training.retouch), 'reframe' (a headshot cut at a "
+        "random width around the face: how a shot is cut is not evidence)",
     )
     parser.add_argument(
         "--exclude",
@@ -148,7 +149,7 @@ def main() -> int:
             "conditions": conditions,
             "n_images": int(train.sum()),
             "ffhq_variants": "ffhq" in variants,
-            "retouch_variants": "retouch" in variants,
+            "extra_copies": variants,
             "head": {
                 "kind": "shrunk LDA on the leading principal directions of the standardised CLS tokens",
                 "components": args.components,
