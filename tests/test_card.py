@@ -31,7 +31,7 @@ def test_shipped_card_round_trips_byte_for_byte(tmp_path):
     assert again.sections == shipped.sections and saved.path == tmp_path / "copy.json"
 
 
-@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3"])
+@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3", "gan-face-v4"])
 def test_every_shipped_card_saves_the_keys_and_values_it_was_read_from(tmp_path, name):
     # the face CNN is a Network in the card object; on disk it stays the flat "cnn" entry it always was
     original = json.loads(shipped_card_path(name).read_text())
@@ -100,7 +100,7 @@ def test_malformed_cards_name_the_card_and_the_problem(tmp_path, edit, message):
 
 
 @needs_training
-@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3"])
+@pytest.mark.parametrize("name", ["gan-face-v1", "gan-face-v2", "gan-face-v3", "gan-face-v4"])
 def test_shipped_cards_measured_sections_pass_the_audit(name):
     from gan_face.training.card_audit import audit_card
 
@@ -118,7 +118,7 @@ def test_shipped_cards_measured_sections_pass_the_audit(name):
 def test_shipped_cards_hold_what_scoring_and_evaluation_need_and_not_the_experiment_log():
     # the experiment log (per-epoch history, experiments tried, ablation, leave-one-out) stays out of the
     # installed cards: a card is read at every start-up and travels with every fine-tuned model
-    for name in ("gan-face-v1", "gan-face-v2", "gan-face-v3"):
+    for name in ("gan-face-v1", "gan-face-v2", "gan-face-v3", "gan-face-v4"):
         card = ModelCard.load(shipped_card_path(name))
         assert {"training", "fusion_fit", "evaluation"} <= set(card.sections)
         assert not {"ablation", "leave_one_out"} & set(card.sections)

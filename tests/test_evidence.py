@@ -22,7 +22,7 @@ def _points_to_the_answer(verdict) -> bool:
     return all(sign * verdict.contributions[name] > 0 for name in verdict.leading_evidence)
 
 
-@pytest.mark.parametrize("model", ["gan-face-v2", "gan-face-v3"])
+@pytest.mark.parametrize("model", ["gan-face-v2", "gan-face-v3", "gan-face-v4"])
 def test_every_golden_reason_leads_with_evidence_that_points_to_its_answer(model):
     detector = Detector(model, explain="all")
     for name, image in constructed_images().items():

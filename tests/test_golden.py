@@ -22,6 +22,7 @@ GOLDEN = {
     "gan-face-v1": GOLDEN_DIR / "verdicts_v1.json",
     "gan-face-v2": GOLDEN_DIR / "verdicts_v2.json",
     "gan-face-v3": GOLDEN_DIR / "verdicts_v3.json",
+    "gan-face-v4": GOLDEN_DIR / "verdicts_v4.json",
 }
 CASES = [
     (model, name)
