@@ -25,9 +25,8 @@ from gan_face._runtime import tune_allocator
 from gan_face.card import DEFAULT_GROUP_SIZE, ModelCard
 from gan_face.training.clip_matrix import EVALUATION_REALS, even_spread, matrix_line, parse_blocks, run_matrix
 from gan_face.training.datasets import index_tree
-from gan_face.training.features import condition_features, variant_features
+from gan_face.training.features import condition_features, extra_copies
 from gan_face.training.scoring import load_rows
-from gan_face.training.splits import V3_HOLDOUT
 
 
 def main() -> int:
@@ -77,16 +76,14 @@ def main() -> int:
     extra = None
     variants = [name for name in args.variants.split(",") if name]
     if variants:
-        sources = np.array([s.source for s in samples])
-        pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
-        copies = [
-            variant_features([samples[i] for i in pooled], name, args.encoder, args.work, input_size=args.size,
-                             view=args.view, group_size=args.group_size)
-            for name in variants
-        ]  # fmt: skip
-        tokens = np.concatenate([t[found] for t, found in copies])
-        kept = np.concatenate([pooled[found] for _, found in copies])
-        extra = (tokens, np.array([samples[i].label for i in kept]), sources[kept])
+        options = {"input_size": args.size, "view": args.view, "group_size": args.group_size}
+        copies = extra_copies(samples, usable, variants, args.encoder, args.work, **options)
+        kept = np.concatenate([indices for _, _, indices in copies])
+        extra = (
+            np.concatenate([tokens for _, tokens, _ in copies]),
+            np.array([samples[i].label for i in kept]),
+            np.array([samples[i].source for i in kept]),
+        )
     fused_with = None
     if args.card:
         card = ModelCard.load(args.card)

@@ -30,7 +30,7 @@ from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, ld
 from gan_face.training.clip_matrix import parse_blocks
 from gan_face.training.conditions import CONDITIONS
 from gan_face.training.datasets import index_tree, manifest_digest
-from gan_face.training.features import condition_features, head_inputs, variant_features
+from gan_face.training.features import condition_features, extra_copies, head_inputs
 from gan_face.training.scoring import load_rows, save_rows
 from gan_face.training.splits import V3_HOLDOUT, held_out_half
 
@@ -104,17 +104,12 @@ def main() -> int:
     y = np.array([samples[i].label for i in rows])
     row_sources = sources[rows]
     variants = [name for name in args.variants.split(",") if name]
-    # the extra copies cover every non-held-out image (one cache, whatever --exclude leaves out), then are masked
-    pooled = np.flatnonzero(usable & ~np.isin(sources, V3_HOLDOUT))
-    for name in variants:
-        tokens, found = variant_features(
-            [samples[i] for i in pooled], name, args.study_encoder, args.work, input_size=args.size,
-            view=args.view, group_size=args.group_size,
-        )  # fmt: skip
-        kept = found & train[pooled]
+    options = {"input_size": args.size, "view": args.view, "group_size": args.group_size}
+    for name, tokens, indices in extra_copies(samples, usable, variants, args.study_encoder, args.work, **options):
+        kept = train[indices]  # masked here: --exclude leaves a source out of the fit, not out of the cache
         x = np.concatenate([x, head_inputs(tokens[kept], blocks)])
-        y = np.concatenate([y, [samples[i].label for i in pooled[kept]]])
-        row_sources = np.concatenate([row_sources, sources[pooled[kept]]])
+        y = np.concatenate([y, [samples[i].label for i in indices[kept]]])
+        row_sources = np.concatenate([row_sources, sources[indices[kept]]])
         print(f"{name} copies: {kept.sum()} rows")
     stats = fit_stats(x, y, source_weights(row_sources, y), args.components, sources=row_sources)
     tensors = head_tensors(stats, args.shrinkage)

@@ -216,3 +216,19 @@ def variant_features(
         pool, encoder_path, cache_dir, input_size=input_size, depth=12, group_size=group_size, workers=workers
     )
     return np.asarray(tokens)[:, 0], pool.usable
+
+
+def extra_copies(
+    samples, usable: np.ndarray, names: Sequence[str], encoder_path, cache_dir, **options
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """For each of ``names`` (:func:`.pools.extra_variants`): ``(name, tokens, indices)``, the copies' CLS tokens
+    of every usable sample outside the held-out sources (one cache, whatever a fit leaves out later) that had a
+    face, and those samples' indices in ``samples``. ``options``: :func:`variant_features`'s."""
+    from .splits import V3_HOLDOUT
+
+    pooled = np.flatnonzero(usable & ~np.isin([s.source for s in samples], V3_HOLDOUT))
+    copies = []
+    for name in names:
+        tokens, found = variant_features([samples[i] for i in pooled], name, encoder_path, cache_dir, **options)
+        copies.append((name, tokens[found], pooled[found]))
+    return copies
