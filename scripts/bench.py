@@ -92,9 +92,29 @@ def timed_scans(
     work = Path(tempfile.mkdtemp(prefix="gan-face-bench-"))
     start = time.perf_counter()
     processes = [start_scan(folder, work / f"scan{i}.csv", extra, code) for i in range(copies)]
-    return [
+    scans = [
         {**finish_scan(p, start, files), "report": str(work / f"scan{i}.csv")} for i, p in enumerate(processes)
     ]
+    for scan in scans:
+        scan["second_look_share"] = second_look_share(scan["report"])
+    return scans
+
+
+def second_look_share(report: str) -> float | None:
+    """The share of a scan report's images that took the model's second look (a ``check_second_look`` score);
+    ``None`` for a model (or a checkout) without one."""
+    import csv
+
+    with open(report, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "check_second_look" not in rows[0]:
+        return None
+    return sum(bool(row["check_second_look"]) for row in rows) / len(rows)
+
+
+def share_text(scan: dict) -> str:
+    share = scan.get("second_look_share")
+    return "" if share is None else f"; second look {share:.1%} of images"
 
 
 def largest_log_odds_difference(report_a: str, report_b: str) -> float:
@@ -241,12 +261,15 @@ def main() -> int:
     cards = [c for c in args.compare.split(",") if c]
     if cards:
         runs: dict[str, list[float]] = {card: [] for card in cards}
+        shares: dict[str, float | None] = {}
         for _ in range(args.repeats):
             for card in cards:
                 (one,) = timed_scans(folder, len(files), extra + ["--weights", card])
                 runs[card].append(one["images_per_s"])
+                shares[card] = one["second_look_share"]
         results["compare"] = {
-            card: {"runs_per_s": v, "median_per_s": float(np.median(v))} for card, v in runs.items()
+            card: {"runs_per_s": v, "median_per_s": float(np.median(v)), "second_look_share": shares[card]}
+            for card, v in runs.items()
         }
 
     if args.baseline:
@@ -260,6 +283,7 @@ def main() -> int:
             "code": str(args.baseline),
             "runs_per_s": {k: [r["images_per_s"] for r in v] for k, v in runs.items()},
             "peak_rss_mib": {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()},
+            "second_look_share": {k: v[0]["second_look_share"] for k, v in runs.items()},
             "speedup": this / old,
             "largest_log_odds_difference": largest_log_odds_difference(
                 runs["this checkout"][0]["report"], runs[str(args.baseline)][0]["report"]
@@ -286,7 +310,7 @@ def main() -> int:
     print(
         f"  full scan          {results['scan_per_s']:8.1f} images/s  (gan-face scan, start-up included: "
         f"{results['scan_vs_detector']:.3f} of detector-only, {results['scan_vs_decode']:.3f} of decode-only; "
-        f"peak {scan['peak_rss_mib']:.0f} MiB)"
+        f"peak {scan['peak_rss_mib']:.0f} MiB{share_text(scan)})"
     )
     if "two_scans" in results:
         print(
@@ -297,13 +321,15 @@ def main() -> int:
         )
     for card, row in results.get("compare", {}).items():
         runs_text = ", ".join(f"{v:.1f}" for v in row["runs_per_s"])
-        print(f"  full scan, {Path(card).stem:14s} {row['median_per_s']:8.1f} images/s median ({runs_text})")
+        print(f"  full scan, {Path(card).stem:14s} {row['median_per_s']:8.1f} images/s median ({runs_text}"
+              f"{share_text(row)})")  # fmt: skip
     if "baseline" in results:
         base = results["baseline"]
         for code, values in base["runs_per_s"].items():
             runs_text = ", ".join(f"{v:.1f}" for v in values)
+            share = {"second_look_share": base["second_look_share"][code]}
             print(f"  full scan, {code}: {np.median(values):8.1f} images/s median ({runs_text}); "
-                  f"peak {base['peak_rss_mib'][code]:.0f} MiB")  # fmt: skip
+                  f"peak {base['peak_rss_mib'][code]:.0f} MiB{share_text(share)}")  # fmt: skip
         print(
             f"  speed-up over the baseline  {base['speedup']:.2f}x; largest likelihood difference "
             f"{base['largest_log_odds_difference']:.4f} in log-odds"

@@ -91,9 +91,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
     detector = Detector(weights=args.weights, threshold=args.threshold, threads=configure_threads())
     if args.from_rows:
-        fusion = detector.card.fusion
         rows = [r for r in load_rows(args.from_rows) if r["condition"] in conditions]
-        for row in rows:
+        for row in rows:  # a row with a second-look score is one the second look decided (the detector's rule)
+            fusion = detector.card.fusion_for(row["scores"])
             row["likelihood"] = fusion.likelihood(row["scores"]) if fusion.has_evidence(row["scores"]) else None
         samples = list({r["sample"].path: r["sample"] for r in rows}.values())
     elif args.held_out_half:

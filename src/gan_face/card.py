@@ -36,7 +36,9 @@ CARD_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Keys of a card that :class:`ModelCard` reads itself; every other top-level key is a free-form section.
-_OWN_KEYS = ("format", "name", "description", "detector", "cnn", "frame_cnn", "clip", "fusion", "threshold")
+_OWN_KEYS = (
+    "format", "name", "description", "detector", "cnn", "frame_cnn", "clip", "second_look", "fusion", "threshold"
+)  # fmt: skip
 #: The learnt evidence: the CNN on the aligned face (card key ``"cnn"``) and the optional one on the whole
 #: frame (``"frame_cnn"``), by the evidence name each one's score has in the fusion and the reports.
 NETWORKS = {"cnn": "cnn", "frame": "frame_cnn"}
@@ -194,6 +196,27 @@ class ClipNetwork:
         )
 
 
+@dataclass(frozen=True)
+class SecondLook:
+    """A costlier second look for the images the first one leaves near the line (:mod:`gan_face.detector`): the
+    clip encoder again, at a higher resolution, read by a head of its own (evidence ``"second_look"``), for the
+    images whose first likelihood lies in ``[band_from, threshold)``. Their likelihood is then ``fusion``'s: every
+    first-look feature and the second look, fitted on calibration images of that band and placed so that the
+    card's threshold is its operating point by the card's rule (``scripts/fit_second_look.py``)."""
+
+    clip: ClipNetwork
+    fusion: Fusion
+    band_from: float
+
+    def to_dict(self, card_path: Optional[Path]) -> dict[str, Any]:
+        return {"from": self.band_from, "clip": self.clip.to_dict(card_path), "fusion": self.fusion.to_dict()}
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], card_path: Path) -> "SecondLook":
+        return cls(ClipNetwork.from_dict(entry["clip"], card_path), Fusion.from_dict(entry["fusion"]),
+                   float(entry["from"]))  # fmt: skip
+
+
 def _relative_name(path: Path, card_path: Optional[Path]) -> str:
     """A weights file as a card names it: its bare name when it sits beside the card or among the shipped
     models, else its absolute path."""
@@ -227,6 +250,7 @@ class ModelCard:
     path: Optional[Path] = None  # where it was read from or last saved
     frame: Optional[Network] = None
     clip: Optional[ClipNetwork] = None
+    second_look: Optional[SecondLook] = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -236,6 +260,8 @@ class ModelCard:
             raise ValueError(f"answers: cant_tell_from {edge} outside [0, threshold {self.threshold}]")
         if self.frame is not None and self.frame.config.view != "frame":
             raise ValueError(f"frame_cnn must see the frame, its config says view={self.frame.config.view!r}")
+        if self.second_look is not None and not 0.0 <= self.second_look.band_from <= self.threshold:
+            raise ValueError(f"second_look: from {self.second_look.band_from} outside [0, threshold]")
 
     # ------------------------------------------------------------------------------------------------ reading
 
@@ -260,8 +286,9 @@ class ModelCard:
             raise WeightsError(f"{card_path}: not a readable model card ({exc})") from None
         card = cls.from_dict(raw, card_path, weights_given)
         weights_files = [network.weights_path for network in card.networks().values()]
-        if card.clip is not None:
-            weights_files += [card.clip.encoder_path, card.clip.head_path]
+        for clip in (card.clip, card.second_look and card.second_look.clip):
+            if clip is not None:
+                weights_files += [clip.encoder_path, clip.head_path]
         for path in weights_files:
             if not path.exists():
                 raise WeightsError(f"{card_path}: its weights file {path} is missing")
@@ -276,6 +303,8 @@ class ModelCard:
             face = None if raw.get("cnn") is None else Network.from_dict(raw["cnn"], card_path, weights_path)
             frame = None if raw.get("frame_cnn") is None else Network.from_dict(raw["frame_cnn"], card_path)
             clip = None if raw.get("clip") is None else ClipNetwork.from_dict(raw["clip"], card_path)
+            second = raw.get("second_look")
+            second_look = None if second is None else SecondLook.from_dict(second, card_path)
             return cls(
                 name=str(raw.get("name", card_path.stem)),
                 description=str(raw.get("description", "")),
@@ -287,6 +316,7 @@ class ModelCard:
                 path=card_path,
                 frame=frame,
                 clip=clip,
+                second_look=second_look,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsError(f"{card_path}: malformed model card ({exc!r})") from None
@@ -298,6 +328,13 @@ class ModelCard:
         likelihood that leans towards a generator but is not flagged is never called a camera photo."""
         answers = self.sections.get("answers")
         return float(answers["cant_tell_from"]) if answers else min(0.5, self.threshold)
+
+    def fusion_for(self, scores: Mapping[str, Optional[float]]) -> Fusion:
+        """The fusion that gives the likelihood of an image with these scores: the second look's if the image got
+        one (its ``"second_look"`` score is there), else the card's."""
+        if self.second_look is not None and scores.get("second_look") is not None:
+            return self.second_look.fusion
+        return self.fusion
 
     def networks(self) -> dict[str, Network]:
         """The model's CNNs by evidence name (:data:`NETWORKS`): ``"cnn"`` on the face, ``"frame"`` if any."""
@@ -335,18 +372,20 @@ class ModelCard:
             raise WeightsError(f"{entry.weights_path}: does not match the sha256 in {name}")
         return load_state_dict(entry.weights_path)
 
-    def load_clip_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The clip view's encoder and head tensors, each checked against the card's sha256 first."""
-        if self.clip is None:
+    def load_clip_state(self, network: Optional[ClipNetwork] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The clip view's encoder and head tensors (or ``network``'s: the second look's), each checked against
+        the card's sha256 first."""
+        network = network or self.clip
+        if network is None:
             raise WeightsError(f"{self.path}: this model has no clip view")
         name = self.path.name if self.path else "its card"
-        for path, expected in ((self.clip.encoder_path, self.clip.encoder_sha256),
-                               (self.clip.head_path, self.clip.head_sha256)):  # fmt: skip
+        for path, expected in ((network.encoder_path, network.encoder_sha256),
+                               (network.head_path, network.head_sha256)):  # fmt: skip
             if not expected:
                 raise WeightsError(f"{self.path}: the clip view's {path.name} has no sha256 in the card")
             if file_sha256(path) != expected:
                 raise WeightsError(f"{path}: does not match the sha256 in {name}")
-        return load_state_dict(self.clip.encoder_path), load_state_dict(self.clip.head_path)
+        return load_state_dict(network.encoder_path), load_state_dict(network.head_path)
 
     # ------------------------------------------------------------------------------------------------ writing
 
@@ -374,6 +413,8 @@ class ModelCard:
             data[NETWORKS[name]] = network.to_dict(card_path)
         if self.clip is not None:
             data["clip"] = self.clip.to_dict(card_path)
+        if self.second_look is not None:
+            data["second_look"] = self.second_look.to_dict(card_path)
         data["fusion"] = self.fusion.to_dict()
         data["threshold"] = self.threshold  # unrounded: rounding down could flag one more real photo
         data.update(self.sections)

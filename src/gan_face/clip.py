@@ -43,9 +43,24 @@ _EXPLANATIONS = (
 )
 
 
+_SECOND_LOOK_EXPLANATIONS = (
+    "A second, closer look by the CLIP view (more of the picture's pixels) finds it looks generated ({p:.0%}).",
+    "A second, closer look by the CLIP view leans towards a generated picture ({p:.0%}), without certainty.",
+    "A second, closer look by the CLIP view leans towards a camera photo ({p:.0%} generated-like).",
+    "A second, closer look by the CLIP view sees a camera photo ({p:.0%} generated-like).",
+)
+
+
+def _band(probability: float) -> int:
+    return 0 if probability >= 0.9 else 1 if probability >= 0.5 else 2 if probability > 0.1 else 3
+
+
 def explain_clip(probability: float) -> str:
-    band = 0 if probability >= 0.9 else 1 if probability >= 0.5 else 2 if probability > 0.1 else 3
-    return _EXPLANATIONS[band].format(p=probability)
+    return _EXPLANATIONS[_band(probability)].format(p=probability)
+
+
+def explain_second_look(probability: float) -> str:
+    return _SECOND_LOOK_EXPLANATIONS[_band(probability)].format(p=probability)
 
 
 def clip_input(image: np.ndarray, face: Optional[Face], config: ClipConfig) -> np.ndarray:
@@ -115,13 +130,13 @@ class ClipHead:
 
 
 class ClipScorer:
-    """The clip view as evidence: one :class:`CheckResult` named ``"clip"`` per image that has a face (like the
-    CNNs, it is fitted on and calibrated for face photos, so a picture with no face gets no judgement)."""
+    """The clip view as evidence: one :class:`CheckResult` named ``name`` (``"clip"``, or ``"second_look"`` for
+    the card's second look) per image that has a face (like the CNNs, it is fitted on and calibrated for face
+    photos, so a picture with no face gets no judgement)."""
 
-    name = "clip"
-
-    def __init__(self, encoder: ClipEncoder, head: ClipHead, config: ClipConfig) -> None:
-        self.encoder, self.head, self.config = encoder, head, config
+    def __init__(self, encoder: ClipEncoder, head: ClipHead, config: ClipConfig, name: str = "clip") -> None:
+        self.encoder, self.head, self.config, self.name = encoder, head, config, name
+        self._explain = explain_second_look if name == "second_look" else explain_clip
 
     def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if not len(crops):
@@ -131,16 +146,21 @@ class ClipScorer:
     def score_faces(self, images: Sequence[np.ndarray], faces: Sequence[Optional[Face]]) -> list[CheckResult]:
         crops = [clip_input(img, face, self.config) for img, face in zip(images, faces) if face is not None]
         no_face = "No face found, so the CLIP view had nothing to judge."
-        return learnt_evidence(self.name, faces, self.logits(crops), explain_clip, no_face)
+        return learnt_evidence(self.name, faces, self.logits(crops), self._explain, no_face)
 
 
-def load_clip(card: ModelCard, device: Optional[str] = None, *, streams: int = 1) -> ClipScorer:
-    """The card's clip view compiled for scoring: the encoder and head files checked against the card's sha256."""
+def load_clip(
+    card: ModelCard, device: Optional[str] = None, *, streams: int = 1, second_look: bool = False
+) -> ClipScorer:
+    """The card's clip view (or, with ``second_look``, its second look) compiled for scoring: the encoder and head
+    files checked against the card's sha256."""
     from .graphs.runtime import runtime_device
 
-    if card.clip is None:
-        raise WeightsError(f"{card.path}: this model has no clip view")
-    encoder_state, head_state = card.load_clip_state()
-    config = card.clip.config
+    network = card.second_look.clip if second_look and card.second_look is not None else card.clip
+    if network is None or (second_look and card.second_look is None):
+        raise WeightsError(f"{card.path}: this model has no {'second look' if second_look else 'clip view'}")
+    encoder_state, head_state = card.load_clip_state(network)
+    config = network.config
     encoder = ClipEncoder.for_config(encoder_state, config, runtime_device(device), streams)
-    return ClipScorer(encoder, ClipHead(config.blocks, head_state), config)
+    name = "second_look" if second_look else "clip"
+    return ClipScorer(encoder, ClipHead(config.blocks, head_state), config, name)

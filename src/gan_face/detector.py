@@ -136,12 +136,15 @@ class Detector:
         self.threads = int(threads)
         # the clip view's encoder is the slowest network to build and compile: it compiles on a thread of its own
         # while the others do (OpenVINO compiles without holding the GIL), which shortens a scan's start-up
-        clip_loading = None
+        clip_loading = second_loading = None
         if self.card.clip is not None:  # the frozen CLIP encoder and its linear head: evidence "clip"
             from .clip import load_clip
 
             loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan-face-clip")
             clip_loading = loader.submit(load_clip, self.card, device, streams=self.threads)
+            if self.card.second_look is not None:  # the same encoder at a higher resolution: "second_look"
+                second = functools.partial(load_clip, second_look=True)
+                second_loading = loader.submit(second, self.card, device, streams=self.threads)
             loader.shutdown(wait=False)
         # each network runs as many inferences at once as there are threads, one thread each
         self.aligner = FaceAligner(self.card.face_search, device=device, streams=self.threads)
@@ -158,11 +161,14 @@ class Detector:
             self.views = {name: load_cnn(self.card, device, network=name, streams=self.threads) for name in names}
         if clip_loading is not None:
             self.views["clip"] = clip_loading.result()
+        #: the second look (:class:`gan_face.card.SecondLook`), for the images the first leaves near the line
+        self.second_look: Optional["ClipScorer"] = None if second_loading is None else second_loading.result()
 
     @property
     def evidence_names(self) -> tuple[str, ...]:
-        """The evidence every Verdict of this detector carries, in report order: learnt views, then checks."""
-        return tuple(self.views) + self.check_names
+        """The evidence every Verdict of this detector carries, in report order: learnt views (and the second
+        look), then checks."""
+        return tuple(self.views) + (("second_look",) if self.second_look else ()) + self.check_names
 
     # ------------------------------------------------------------------------------------------ front doors
 
@@ -279,9 +285,11 @@ class Detector:
         mains = [faces[0] if faces else None for faces in all_faces]
         by_view = [view.score_faces(images, mains) for view in self.views.values()]
         learnt_results = [{r.name: r for r in results} for results in zip(*by_view)] or [{} for _ in images]
+        weighed = [run_checks(image, face, self.weighted_checks) for image, face in zip(images, mains)]
+        if self.second_look is not None:
+            self._look_again(images, mains, learnt_results, weighed)
         verdicts = []
-        for image, faces, face, learnt in zip(images, all_faces, mains, learnt_results):
-            results = run_checks(image, face, self.weighted_checks)
+        for image, faces, face, learnt, results in zip(images, all_faces, mains, learnt_results, weighed):
             if self.explain == "all":
                 results.update(run_checks(image, face, self.explaining_checks))
                 verdicts.append(self._verdict(image, faces, learnt, results))
@@ -293,6 +301,38 @@ class Detector:
                 verdict = self._verdict(image, faces, learnt, results)
             verdicts.append(verdict)
         return verdicts
+
+    def _look_again(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Sequence[Optional[Face]],
+        learnt: list[dict[str, CheckResult]],
+        weighed: list[dict[str, CheckResult]],
+    ) -> None:
+        """Add the second look to ``learnt``: computed for the images whose first likelihood lies in the card's
+        band below its threshold (the card's threshold, whatever ``threshold`` a caller chose: the band is where
+        the first look was fitted to be unsure), a :class:`NotComputed` saying why elsewhere."""
+        assert self.second_look is not None and self.card.second_look is not None
+        band_from, fusion = self.card.second_look.band_from, self.card.fusion
+        wanted, firsts = [], []
+        for i, (face, found, checked) in enumerate(zip(faces, learnt, weighed)):
+            scores = {name: result.score for name, result in {**found, **checked}.items()}
+            first = fusion.likelihood(scores) if fusion.has_evidence(scores) else None
+            if face is not None and first is not None and band_from <= first < self.card.threshold:
+                wanted.append(i)
+                firsts.append(first)
+            else:
+                found["second_look"] = NotComputed(
+                    "second_look",
+                    None,
+                    "Not needed: the first look left this image clearly on one side of the threshold."
+                    if first is not None
+                    else "No face found, so there was nothing to look at again.",
+                )
+        results = self.second_look.score_faces([images[i] for i in wanted], [faces[i] for i in wanted])
+        for i, first, result in zip(wanted, firsts, results):  # the first look's likelihood, kept to show
+            details = {**result.details, "first_likelihood": first}
+            learnt[i]["second_look"] = dataclasses.replace(result, details=details)
 
     def _wants_explanation(self, likelihood: Optional[float]) -> bool:
         """Whether ``explain="auto"`` computes the explaining checks for an image of this likelihood."""
@@ -311,7 +351,7 @@ class Detector:
         evidence: dict[str, CheckResult] = dict(learnt)
         evidence.update((name, check_results[name]) for name in self.check_names if name in check_results)
         scores = {name: result.score for name, result in evidence.items()}
-        fusion = self.card.fusion
+        fusion = self.card.fusion_for(scores)
         return Verdict(
             likelihood=fusion.likelihood(scores) if fusion.has_evidence(scores) else None,
             threshold=self.threshold,

@@ -23,6 +23,7 @@ LEARNT_EVIDENCE = {
     "cnn": "neural network on the face",
     "frame": "neural network on the whole frame",
     "clip": "CLIP view of the whole picture",
+    "second_look": "CLIP view of the whole picture, a closer second look near the threshold",
 }
 
 
@@ -38,6 +39,10 @@ PLAIN_WORDS = {
     "clip": (
         "the picture as a whole has the look of a generated image (its finish, light and backdrop)",
         "the picture as a whole looks like a camera photo",
+    ),
+    "second_look": (
+        "a closer look at the whole picture (more of its pixels) finds the look of a generated image",
+        "a closer look at the whole picture (more of its pixels) finds a camera photo",
     ),
     "cnn": (
         "the face's skin, eyes, teeth and hair have the texture of generated faces",

@@ -633,7 +633,12 @@ def _finish(data: DataCheck, base_card: ModelCard, teacher: Optional[torch.nn.Mo
     card = card.with_weights(staged_weights).replace(
         name=output.stem,
         description=f"{base_card.name} fine-tuned on a new generator's faces ({output.stem}).",
+        # the base's second look was fitted on the base's first look and its band: the refitted first look
+        # would be judged by a fusion made for another, so the fine-tuned model has none
+        second_look=None,
     )
+    if base_card.second_look is not None:
+        report.warnings.append(f"{base_card.name}'s second look is dropped: it was fitted for its first look")
     card_path = staged_weights.with_suffix(".json")
     card = card.save(card_path)
     changed = ["clip"] * head + ["cnn"] * cnn

@@ -165,8 +165,16 @@ def strictest_threshold(
     that look most like generated ones (FFHQ-framed portraits, for a network that sees the frame) from being
     averaged away among easy ones.
     """
-    labels = np.array([r["sample"].label for r in rows])
     likelihoods = np.array([fusion.likelihood(r["scores"]) for r in rows])
+    return strictest_threshold_of(likelihoods, rows, max_fpr, max_source_fpr)
+
+
+def strictest_threshold_of(
+    likelihoods: np.ndarray, rows: Sequence[Mapping], max_fpr: float, max_source_fpr: Optional[float] = None
+) -> float:
+    """:func:`strictest_threshold` for likelihoods already computed (one per row of ``rows``): a model whose
+    likelihood is not one fusion's (a second look decides part of the rows)."""
+    labels = np.array([r["sample"].label for r in rows])
     conditions = np.array([r["condition"] for r in rows])
     groups = [(labels == 0) & (conditions == c) for c in dict.fromkeys(conditions)]
     limits = [max_fpr] * len(groups)
