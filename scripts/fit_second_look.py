@@ -4,7 +4,7 @@ images its first look leaves in the band below the threshold, the fusion that de
     python scripts/fit_second_look.py ../shared/data --card models/gan-face-v4.json \\
         --study-encoder WORK/clip12.safetensors --encoder models/clip-vit-b16.safetensors --work WORK \\
         --calibration-rows calibration.jsonl --test-rows test.jsonl --band-from 0.3 [--size 224] \\
-        [--blocks 7-10] [--per-source 300] [--rows-out rows.jsonl] [--dry-run]
+        [--blocks 7-10] [--per-source 300] [--rows-out rows.jsonl] [--log LOG.json] [--dry-run]
 
 1. The head: shrunk LDA, as the clip view's (:mod:`gan_face.training.clip_head`), on the CLS tokens of the encoder
    at ``--size`` of every source outside ``V3_HOLDOUT`` (at most ``--per-source`` images each, avatar condition),
@@ -16,14 +16,16 @@ images its first look leaves in the band below the threshold, the fusion that de
 3. The fusion (:mod:`gan_face.training.second_look`), fitted on the calibration half's band and placed so the
    card's threshold keeps its rule (``--max-fpr`` per condition, ``--max-source-fpr`` per real source) over the
    calibration half. The card's ``second_look`` and ``second_look_fit`` sections are written (unless
-   ``--dry-run``); the figures of both halves are printed, first look against both looks, with the share of
-   images that took the second look (its cost). ``--rows-out``: both halves' rows as the runtime would score them,
-   for ``scripts/evaluate.py --from-rows`` and ``scripts/fit_answers.py``.
+   ``--dry-run``). The figures of both halves, first look against both looks, with the share of images that took
+   the second look (its cost), are printed and go into the experiment log ``--log``. ``--rows-out``: both halves'
+   rows as the runtime would score them, for ``scripts/evaluate.py --from-rows`` and ``scripts/fit_answers.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +71,7 @@ def main() -> int:
     parser.add_argument("--max-fpr", type=float, default=0.005)
     parser.add_argument("--max-source-fpr", type=float, default=0.01)
     parser.add_argument("--rows-out", type=Path)
+    parser.add_argument("--log", type=Path, help="the card's experiment log, where the figures go")
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     args = parser.parse_args()
     tune_allocator()
@@ -152,6 +155,7 @@ def main() -> int:
         str(head_path),
         metadata={"what": "gan-face second look: clip head (shrunk LDA) at a higher resolution"},
     )
+    os.chmod(head_path, 0o644)  # a shipped file, readable by all (safetensors writes it owner-only)
     config = ClipConfig(input_size=args.size, blocks=tuple(blocks), view="frame", group_size=args.group_size)
     network = ClipNetwork(config, args.encoder.resolve(), head_path.resolve(), file_sha256(args.encoder),
                           file_sha256(head_path))  # fmt: skip
@@ -169,10 +173,14 @@ def main() -> int:
         "fusion": "logistic, classes weighted equally, on the calibration half's band; intercept shifted so that "
         f"the threshold keeps the rule (at most {args.max_fpr:.1%} of real photos per condition, "
         f"{args.max_source_fpr:.0%} of each real source of 100+) over the whole calibration half",
-        "figures": report,
+        "second_look_share_test_half": {c: m["second_look_share"] for c, m in report["test"].items()},
     }
     card = card.replace(second_look=SecondLook(network, second, args.band_from)).with_sections(second_look_fit=fit)
     card.save(args.card)
+    if args.log:  # both halves' figures, first look against both looks, beside the card (not installed)
+        log = json.loads(args.log.read_text()) if args.log.exists() else {"model": card.name}
+        log["second_look"] = {**fit, "figures": report, "command": " ".join(sys.argv)}
+        args.log.write_text(json.dumps(log, indent=1) + "\n")
     print(f"{args.card}: second look at {args.size} px from first likelihood {args.band_from}; {head_path.name}")
     return 0
 

@@ -145,3 +145,13 @@ def test_the_second_fusion_is_placed_where_the_threshold_keeps_the_rule():
     # a little more shift would break the rule: the placement is the most the rule allows
     looser = Fusion(placed.features, placed.weights, placed.centers, placed.scales, placed.intercept + 0.05)
     assert (final_likelihoods(first, band, looser, rows)[labels == 0] >= threshold).sum() > 10
+
+
+@needs_training
+def test_the_audit_asks_a_card_with_a_second_look_where_its_head_learnt(tmp_path):
+    from gan_face.training.card_audit import audit_card
+
+    card = card_with_second_look(tmp_path, band_from=0.25)
+    assert any("second_look_fit" in problem for problem in audit_card(card))
+    recorded = card.with_sections(second_look_fit={"head": {"train_sources": ["fake/x", "real/y"]}})
+    assert not any("second_look_fit" in problem for problem in audit_card(recorded))

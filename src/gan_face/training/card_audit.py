@@ -18,7 +18,8 @@ _RATES = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "fpr_at_threshold", "tp
 
 
 def audit_card(card: ModelCard) -> list[str]:
-    """Problems with ``card``'s ``training``, ``fusion_fit``, ``evaluation`` and ``leave_one_out`` sections
+    """Problems with ``card``'s ``training`` (and its clip head's and second look's), ``fusion_fit``,
+    ``evaluation`` and ``leave_one_out`` sections
     (an empty list: none found)."""
     sections = card.sections
     training = sections.get("training") or {}
@@ -35,6 +36,16 @@ def audit_card(card: ModelCard) -> list[str]:
             problems.append("clip_training: the model has a clip view but no record of its head's train_sources")
         else:
             trained_on = trained_on | set(clip_training["train_sources"])
+
+    second_look_fit = sections.get("second_look_fit") or {}
+    if card.second_look is not None:  # so did the second look's head
+        second_sources = (second_look_fit.get("head") or {}).get("train_sources")
+        if not second_sources:
+            problems.append(
+                "second_look_fit: the model has a second look but no record of its head's train_sources"
+            )
+        else:
+            trained_on = trained_on | set(second_sources)
 
     fit = sections.get("fusion_fit")
     if fit is not None:
