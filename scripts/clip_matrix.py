@@ -4,7 +4,8 @@ fold fits on, per condition, with bootstrap intervals. A fold is a linear fit ov
 
     python scripts/clip_matrix.py ../shared/data --encoder WORK/clip12.safetensors --work WORK
         [--size 160] [--view frame] [--conditions avatar,clean,laundered,cropped,gray] [--blocks 0-11]
-        [--components 256] [--shrinkage 0.1] [--per-source N] [--variants ffhq,retouch,reframe] [-o matrix.json]
+        [--components 256] [--shrinkage 0.1] [--per-source N] [--variants ffhq,retouch,reframe]
+        [--card CARD --evidence-rows ROWS... [--second-look]] [-o matrix.json]
 
 The crops (``training.pools``) and features (``training.features``) are cached under ``--work`` and reused by
 every later run (and by ``scripts/train_clip_head.py``); ``--blocks`` and the head's settings cost a refit only.
@@ -23,10 +24,19 @@ import numpy as np
 
 from gan_face._runtime import tune_allocator
 from gan_face.card import DEFAULT_GROUP_SIZE, ModelCard
-from gan_face.training.clip_matrix import EVALUATION_REALS, even_spread, matrix_line, parse_blocks, run_matrix
+from gan_face.training.clip_matrix import (
+    EVALUATION_REALS,
+    SecondLookFolds,
+    even_spread,
+    matrix_line,
+    parse_blocks,
+    run_matrix,
+)
 from gan_face.training.datasets import index_tree
 from gan_face.training.features import condition_features, extra_copies
 from gan_face.training.scoring import load_rows
+from gan_face.training.second_look import head_sample
+from gan_face.training.splits import V3_HOLDOUT
 
 
 def main() -> int:
@@ -56,6 +66,13 @@ def main() -> int:
         default="",
         help="extra copies each fold also fits on, as train_clip_head.py (ffhq,retouch,reframe)",
     )
+    parser.add_argument(
+        "--second-look",
+        action="store_true",
+        help="with --card: also give each fold the card's second look (avatar), its head refitted without the "
+        "family on the features at the second look's size (cached under --work; the held-out sources and the "
+        "other generated faces are computed the first time)",
+    )
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     tune_allocator()
@@ -84,10 +101,14 @@ def main() -> int:
             np.array([samples[i].label for i in kept]),
             np.array([samples[i].source for i in kept]),
         )
-    fused_with = None
+    fused_with = second_look = None
     if args.card:
         card = ModelCard.load(args.card)
         fused_with = (card.fusion, [r for p in args.evidence_rows for r in load_rows(p)], card.threshold)
+        if args.second_look:
+            if args.per_source:
+                parser.error("--second-look reads the whole data set's indices: leave --per-source out")
+            second_look = second_look_folds(card, samples, args.encoder, args.work)
     report = {
         "data": str(args.data),
         "size": args.size,
@@ -116,6 +137,7 @@ def main() -> int:
             train_conditions,
             fused_with,
             extra,
+            second_look,
         )
         report["runs"][block_text] = matrix
         print(f"\nblocks {block_text} ({time.time() - started:.0f} s)")
@@ -124,6 +146,29 @@ def main() -> int:
     if args.output:
         args.output.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def second_look_folds(card: ModelCard, samples, encoder: str, work: Path) -> SecondLookFolds:
+    """The card's second look for the matrix: the avatar features at its size of the images its head fitted on
+    (the same cache as ``scripts/fit_second_look.py``) and of every other image a fold may score (the held-out
+    sources, every generated face), with the head's settings from the card."""
+    if card.second_look is None:
+        raise SystemExit(f"{card.path}: this card has no second look")
+    config, head = card.second_look.clip.config, card.sections["second_look_fit"]["head"]
+    options = {"input_size": config.input_size, "view": config.view, "group_size": config.group_size}
+    trainable = head_sample(samples, head["per_source_at_most"])
+    scored = sorted(
+        i for i, s in enumerate(samples) if (s.source in V3_HOLDOUT or s.label == 1) and i not in set(trainable)
+    )
+    tokens = np.zeros((len(samples), 12, 768), np.float16)
+    usable = np.zeros(len(samples), bool)
+    for only in (trainable, scored):
+        found, ok = condition_features(samples, ["avatar"], encoder, work, only=only, **options)
+        tokens[only], usable[only] = np.asarray(found)[only, 0], ok[only]
+    mask = np.zeros(len(samples), bool)
+    mask[trainable] = True
+    return SecondLookFolds(tokens, usable, mask, config.blocks, head["components"], head["shrinkage"],
+                           card.second_look, card.threshold)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from gan_face._math import sigmoid
 from gan_face._runtime import tune_allocator
 from gan_face.card import ClipConfig, ClipNetwork, ModelCard, SecondLook, file_sha256
 from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, source_weights
-from gan_face.training.clip_matrix import even_spread, parse_blocks
+from gan_face.training.clip_matrix import parse_blocks
 from gan_face.training.datasets import index_tree, manifest_digest
 from gan_face.training.features import condition_features, head_inputs
 from gan_face.training.metrics import ranking_metrics
@@ -45,10 +45,10 @@ from gan_face.training.second_look import (
     final_likelihoods,
     first_likelihoods,
     fit_second_fusion,
+    head_sample,
     in_band,
     place_at_threshold,
 )
-from gan_face.training.splits import V3_HOLDOUT
 
 
 def main() -> int:
@@ -88,8 +88,7 @@ def main() -> int:
     )
 
     # 1. the head
-    kept = {s.path for s in even_spread([s for s in samples if s.source not in V3_HOLDOUT], args.per_source)}
-    train = [i for i, s in enumerate(samples) if s.path in kept]
+    train = head_sample(samples, args.per_source)
     tokens, usable = cached(["avatar"], train)
     train = [i for i in train if usable[i]]
     x = head_inputs(np.asarray(tokens)[train, 0], blocks)

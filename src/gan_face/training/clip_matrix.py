@@ -8,11 +8,14 @@ sample studies of ``experiments/``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .._math import sigmoid
+from ..card import SecondLook
 from .clip_head import fit_stats, head_logits, source_weights
 from .features import head_inputs
 from .folds import DIFFUSION, FAMILIES, FAMILY_GROUPS, PIPELINE_PARTNERS
@@ -55,6 +58,23 @@ def folds() -> dict[str, tuple[tuple[str, ...], bool]]:
     return result
 
 
+@dataclass(frozen=True)
+class SecondLookFolds:
+    """What the matrix needs to give each fold a second look as the shipped card has one (avatar condition): the
+    CLS tokens at the second look's size (``N x 12 x 768``, zeros where not computed), which images have them,
+    which its fold heads may fit on (the even sample the shipped head fitted on), the head's settings and the
+    card's :class:`gan_face.card.SecondLook` (band and fusion) with the card's threshold."""
+
+    tokens: np.ndarray
+    usable: np.ndarray
+    trainable: np.ndarray
+    blocks: Sequence[int]
+    components: int
+    shrinkage: float
+    look: SecondLook
+    threshold: float
+
+
 def run_matrix(
     features,
     samples,
@@ -66,11 +86,13 @@ def run_matrix(
     train_conditions=None,
     fused_with=None,
     extra=None,
+    second_look: Optional[SecondLookFolds] = None,
 ):
     """Every fold's metrics: ``{family: {condition: {...}}}``. With ``fused_with`` (a fusion and rows of the other
     evidence), also the fold's clip score fused with that evidence as the shipped model fuses it. ``extra``: more
     training rows ``(tokens, labels, sources)`` (re-cropped or retouched copies, as the shipped head fits on), each
-    fold keeping those of the sources it trains on."""
+    fold keeping those of the sources it trains on. ``second_look``: also (avatar) the fold's second look, its
+    head fitted without the family, for the images the fold's fused first look leaves in the card's band."""
     sources = np.array([s.source for s in samples])
     labels = np.array([s.label for s in samples])
     train_k = [conditions.index(c) for c in (train_conditions or conditions)]
@@ -97,6 +119,9 @@ def run_matrix(
         weights = source_weights(train_sources, y_train)
         stats = fit_stats(x_train, y_train, weights, components)
         entry: dict = {"kind": "diffusion" if diffusion else "gan", "n_train": int(train.sum())}
+        second_logits = None
+        if second_look is not None:
+            second_logits = _second_look_logits(second_look, train, labels, sources)
         for k, condition in enumerate(conditions):
             logits = head_logits(stats, x_all[:, k], shrinkage)
             chosen = fakes | evaluation_reals
@@ -115,13 +140,34 @@ def run_matrix(
                 fused = fused_metrics(fused_with, condition, logits, fakes, evaluation_reals, unaligned, labels)
                 if fused:
                     m["fused"] = fused
+                if fused and second_logits is not None and condition == "avatar":
+                    m["fused_with_second_look"] = fused_metrics(
+                        fused_with, condition, logits, fakes, evaluation_reals, unaligned, labels,
+                        (second_look, second_logits),
+                    )  # fmt: skip
             entry[condition] = m
         result[family] = entry
     return result
 
 
-def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels) -> dict:
-    """The fold's clip score in the shipped fusion with each image's other evidence (rows of this condition)."""
+def _second_look_logits(second: SecondLookFolds, train: np.ndarray, labels, sources) -> np.ndarray:
+    """The fold's second-look head (fitted on the images the fold trains on that the shipped head could fit on)
+    applied to every image that has second-look tokens."""
+    fit = train & second.trainable & second.usable
+    x = head_inputs(second.tokens[fit], second.blocks)
+    stats = fit_stats(x, labels[fit], source_weights(sources[fit], labels[fit]), second.components,
+                      sources=sources[fit])  # fmt: skip
+    logits = np.full(len(labels), np.nan)
+    logits[second.usable] = head_logits(stats, head_inputs(second.tokens[second.usable], second.blocks),
+                                        second.shrinkage)  # fmt: skip
+    return logits
+
+
+def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels, second=None) -> dict:
+    """The fold's clip score in the shipped fusion with each image's other evidence (rows of this condition).
+    ``second``: ``(SecondLookFolds, the fold's second-look logits)``: the images whose fused first likelihood is in
+    the card's band get the second look's fusion instead, as the runtime does; the share that did, and how many
+    lacked second-look tokens (they keep the first look), are reported."""
     fusion, rows, threshold = fused_with
     by_index = {r["index"]: r for r in rows if r["condition"] == condition}
     chosen = [i for i in np.flatnonzero(fakes | reals) if i in by_index]
@@ -130,6 +176,21 @@ def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels
     scores = np.array(
         [fusion.log_odds({**by_index[i]["scores"], "clip": float(sigmoid(logits[i]))}) for i in chosen]
     )
+    looked = np.zeros(len(chosen), bool)
+    missing = 0
+    if second is not None:
+        folds, second_logits = second
+        first = 1.0 / (1.0 + np.exp(-scores))
+        band = (first >= folds.look.band_from) & (first < folds.threshold)
+        for j in np.flatnonzero(band):
+            i = chosen[j]
+            if np.isnan(second_logits[i]):
+                missing += 1
+                continue
+            evidence = {**by_index[i]["scores"], "clip": float(sigmoid(logits[i])),
+                        "second_look": float(sigmoid(second_logits[i]))}  # fmt: skip
+            scores[j] = folds.look.fusion.log_odds(evidence)
+            looked[j] = True
     y = labels[chosen]
     if not y.any():  # this condition was scored for the held-out sources only
         return {}
@@ -141,6 +202,9 @@ def fused_metrics(fused_with, condition, logits, fakes, reals, unaligned, labels
     m["caught_at_threshold"] = float(np.mean(scores[y == 1] >= cut))
     m["reals_flagged_at_threshold"] = float(np.mean(scores[y == 0] >= cut))
     m["n_fake"], m["n_real"] = int(y.sum()), int((y == 0).sum())
+    if second is not None:
+        m["second_look_share"] = {"real": float(looked[y == 0].mean()), "generated": float(looked[y == 1].mean())}
+        m["band_without_second_look_tokens"] = missing
     return m
 
 
@@ -151,6 +215,8 @@ def matrix_line(matrix: dict, condition: str) -> str:
         m = entry[condition]
         fused = m.get("fused")
         extra = f" (fused {fused['auc']:.3f}/{fused['tpr_at_1pct_fpr']:.2f})" if fused else ""
+        if second := m.get("fused_with_second_look"):
+            extra += f" (second look {second['auc']:.3f}, {second['caught_at_threshold']:.0%} caught)"
         cells.append(f"{family} {m['auc']:.3f}/{m['tpr_at_1pct_fpr']:.2f}{extra}")
     return "  ".join(cells)
 

@@ -18,9 +18,18 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..fusion import Fusion
+from .clip_matrix import even_spread
 from .fitting import fit_fusion, strictest_threshold_of
+from .splits import V3_HOLDOUT
 
 SECOND_LOOK = "second_look"
+
+
+def head_sample(samples, per_source: int) -> list[int]:
+    """The images the second look's head fits on: at most ``per_source`` of each source outside the held-out
+    ones (an even, seeded sample: the encoder at the second look's size costs 2.5 times the first's)."""
+    kept = {s.path for s in even_spread([s for s in samples if s.source not in V3_HOLDOUT], per_source)}
+    return [i for i, s in enumerate(samples) if s.path in kept]
 
 
 def first_likelihoods(fusion: Fusion, rows: Sequence[Mapping]) -> np.ndarray:
