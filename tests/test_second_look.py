@@ -155,3 +155,29 @@ def test_the_audit_asks_a_card_with_a_second_look_where_its_head_learnt(tmp_path
     assert any("second_look_fit" in problem for problem in audit_card(card))
     recorded = card.with_sections(second_look_fit={"head": {"train_sources": ["fake/x", "real/y"]}})
     assert not any("second_look_fit" in problem for problem in audit_card(recorded))
+
+
+@needs_training
+def test_the_matrix_gives_a_fold_the_second_look_in_the_band_only():
+    from gan_face.training.clip_matrix import SecondLookFolds, fused_metrics
+
+    # six images: 0-2 real, 3-5 generated; the fused first look is the fold's clip logit alone
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    clip_logits = np.array([-4.0, 0.5, 1.0, 0.4, 3.0, 6.0])  # 1 to 4 in the band [0.55, 0.99)
+    second_logits = np.array([0.0, -3.0, np.nan, 5.0, 0.0, 0.0])  # image 2 has no second-look tokens
+    rows = [{"index": i, "condition": "avatar", "scores": {}} for i in range(6)]
+    first = Fusion(("clip",), (1.0,), (0.0,), (1.0,), 0.0)
+    second = Fusion(("clip", "second_look"), (0.5, 1.0), (0.0, 0.0), (1.0, 1.0), 0.0)
+    network = ClipNetwork(ClipConfig(input_size=64, blocks=(3,)), ENCODER, ENCODER)
+    folds = SecondLookFolds(np.zeros((6, 12, 768)), ~np.isnan(second_logits), np.ones(6, bool), (3,), 8, 0.1,
+                            SecondLook(network, second, 0.55), 0.99)  # fmt: skip
+    fakes, reals = labels == 1, labels == 0
+    without = fused_metrics((first, rows, 0.99), "avatar", clip_logits, fakes, reals, reals, labels)
+    with_it = fused_metrics((first, rows, 0.99), "avatar", clip_logits, fakes, reals, reals, labels,
+                            (folds, second_logits))  # fmt: skip
+    # image 3 (generated, 0.60 at first) is caught by the second look: 0.5 * 0.4 + 5.0 log-odds
+    assert without["caught_at_threshold"] == pytest.approx(1 / 3)
+    assert with_it["caught_at_threshold"] == pytest.approx(2 / 3)
+    assert with_it["second_look_share"] == {"real": pytest.approx(1 / 3), "generated": pytest.approx(2 / 3)}
+    assert with_it["band_without_second_look_tokens"] == 1
+    assert with_it["auc"] > without["auc"]
