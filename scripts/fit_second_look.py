@@ -4,11 +4,13 @@ images its first look leaves in the band below the threshold, the fusion that de
     python scripts/fit_second_look.py ../shared/data --card models/gan-face-v4.json \\
         --study-encoder WORK/clip12.safetensors --encoder models/clip-vit-b16.safetensors --work WORK \\
         --calibration-rows calibration.jsonl --test-rows test.jsonl --band-from 0.3 [--size 224] \\
-        [--blocks 7-10] [--per-source 300] [--rows-out rows.jsonl] [--log LOG.json] [--dry-run]
+        [--blocks 7-10] [--per-source 300] [--variants retouch] [--rows-out rows.jsonl] [--log LOG.json]
+        [--dry-run]
 
 1. The head: shrunk LDA, as the clip view's (:mod:`gan_face.training.clip_head`), on the CLS tokens of the encoder
    at ``--size`` of every source outside ``V3_HOLDOUT`` (at most ``--per-source`` images each, avatar condition),
-   cached like the clip view's features (:mod:`gan_face.training.features`).
+   cached like the clip view's features (:mod:`gan_face.training.features`), and ``--variants``' extra copies of
+   the same images (``retouch``: polish is not evidence).
 2. The rows: the card's first look on the held-out sources (``scripts/evaluate.py --held-out-half ...
    --save-rows``, each half, every condition). Those whose first likelihood is at least ``--features-from``
    (default ``--band-from``) and below the threshold get the encoder at ``--size`` on the same conditioned image
@@ -37,7 +39,7 @@ from gan_face.card import ClipConfig, ClipNetwork, ModelCard, SecondLook, file_s
 from gan_face.training.clip_head import fit_stats, head_logits, head_tensors, source_weights
 from gan_face.training.clip_matrix import parse_blocks
 from gan_face.training.datasets import index_tree, manifest_digest
-from gan_face.training.features import condition_features, head_inputs
+from gan_face.training.features import condition_features, head_inputs, variant_features
 from gan_face.training.metrics import ranking_metrics
 from gan_face.training.scoring import load_rows, save_rows
 from gan_face.training.second_look import (
@@ -68,6 +70,7 @@ def main() -> int:
     parser.add_argument("--shrinkage", type=float, default=0.1)
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--per-source", type=int, default=300, help="training images per source at most")
+    parser.add_argument("--variants", default="", help="extra copies to fit on too, as train_clip_head.py's")
     parser.add_argument("--max-fpr", type=float, default=0.005)
     parser.add_argument("--max-source-fpr", type=float, default=0.01)
     parser.add_argument("--rows-out", type=Path)
@@ -88,14 +91,23 @@ def main() -> int:
     )
 
     # 1. the head
-    train = head_sample(samples, args.per_source)
-    tokens, usable = cached(["avatar"], train)
-    train = [i for i in train if usable[i]]
+    sampled = head_sample(samples, args.per_source)
+    tokens, usable = cached(["avatar"], sampled)
+    train = [i for i in sampled if usable[i]]
     x = head_inputs(np.asarray(tokens)[train, 0], blocks)
     y = np.array([samples[i].label for i in train])
     sources = np.array([samples[i].source for i in train])
+    variants = [name for name in args.variants.split(",") if name]
+    for name in variants:  # extra copies of the same images, both classes (training.pools.extra_variants)
+        copies, found = variant_features(
+            [samples[i] for i in sampled], name, args.study_encoder, args.work, **options
+        )
+        kept = [i for i, ok in zip(sampled, found) if ok]
+        x = np.concatenate([x, head_inputs(np.asarray(copies)[found], blocks)])
+        y = np.concatenate([y, [samples[i].label for i in kept]])
+        sources = np.concatenate([sources, [samples[i].source for i in kept]])
     stats = fit_stats(x, y, source_weights(sources, y), args.components, sources=sources)
-    print(f"second-look head: {len(train)} images at {args.size} px, blocks {blocks}")
+    print(f"second-look head: {len(train)} images at {args.size} px (+ copies: {variants}), blocks {blocks}")
 
     # 2. the rows, with the second-look score where the first look leaves them in the band
     halves = {"calibration": load_rows(args.calibration_rows), "test": load_rows(args.test_rows)}
@@ -165,6 +177,7 @@ def main() -> int:
             "n_images": len(train),
             "per_source_at_most": args.per_source,
             "conditions": ["avatar"],
+            "extra_copies": variants,
             "components": args.components,
             "shrinkage": args.shrinkage,
         },
