@@ -33,7 +33,7 @@ from gan_face.training.clip_matrix import (
     run_matrix,
 )
 from gan_face.training.datasets import index_tree
-from gan_face.training.features import condition_features, extra_copies
+from gan_face.training.features import condition_features, extra_copies, variant_features
 from gan_face.training.scoring import load_rows
 from gan_face.training.second_look import head_sample
 from gan_face.training.splits import V3_HOLDOUT
@@ -167,8 +167,12 @@ def second_look_folds(card: ModelCard, samples, encoder: str, work: Path) -> Sec
         tokens[only], usable[only] = np.asarray(found)[only, 0], ok[only]
     mask = np.zeros(len(samples), bool)
     mask[trainable] = True
+    copies = []
+    for name in head.get("extra_copies", ()):  # as scripts/fit_second_look.py --variants fitted them
+        found_tokens, found = variant_features([samples[i] for i in trainable], name, encoder, work, **options)
+        copies.append((np.asarray(found_tokens)[found], np.asarray(trainable)[found]))
     return SecondLookFolds(tokens, usable, mask, config.blocks, head["components"], head["shrinkage"],
-                           card.second_look, card.threshold)  # fmt: skip
+                           card.second_look, card.threshold, copies)  # fmt: skip
 
 
 if __name__ == "__main__":

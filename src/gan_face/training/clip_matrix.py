@@ -73,6 +73,8 @@ class SecondLookFolds:
     shrinkage: float
     look: SecondLook
     threshold: float
+    #: extra copies the shipped head also fitted on: ``(tokens, image indices)`` per kind (retouched, FFHQ-framed)
+    copies: Sequence[tuple[np.ndarray, np.ndarray]] = ()
 
 
 def run_matrix(
@@ -154,9 +156,13 @@ def _second_look_logits(second: SecondLookFolds, train: np.ndarray, labels, sour
     """The fold's second-look head (fitted on the images the fold trains on that the shipped head could fit on)
     applied to every image that has second-look tokens."""
     fit = train & second.trainable & second.usable
-    x = head_inputs(second.tokens[fit], second.blocks)
-    stats = fit_stats(x, labels[fit], source_weights(sources[fit], labels[fit]), second.components,
-                      sources=sources[fit])  # fmt: skip
+    x, rows = head_inputs(second.tokens[fit], second.blocks), np.flatnonzero(fit)
+    for tokens, indices in second.copies:  # the copies of the images this fold fits on
+        kept = fit[indices]
+        x = np.concatenate([x, head_inputs(tokens[kept], second.blocks)])
+        rows = np.concatenate([rows, indices[kept]])
+    stats = fit_stats(x, labels[rows], source_weights(sources[rows], labels[rows]), second.components,
+                      sources=sources[rows])  # fmt: skip
     logits = np.full(len(labels), np.nan)
     logits[second.usable] = head_logits(stats, head_inputs(second.tokens[second.usable], second.blocks),
                                         second.shrinkage)  # fmt: skip
