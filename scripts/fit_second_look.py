@@ -118,15 +118,16 @@ def main() -> int:
     everything = [r for rows in halves.values() for r in rows]
     first_all = first_likelihoods(card.fusion, everything)
     wanted = in_band(first_all, args.features_from or args.band_from, card.threshold)
+    band_all = in_band(first_all, args.band_from, card.threshold)
     for condition in sorted({r["condition"] for r in everything}):
         only = sorted({r["index"] for r, w in zip(everything, wanted) if w and r["condition"] == condition})
         features, found = cached([condition], only)
         logits = head_logits(stats, head_inputs(np.asarray(features)[only, 0], blocks), args.shrinkage)
         by_index = {i: float(sigmoid(z)) for i, z, ok in zip(only, logits, found[only]) if ok}
-        for row, first in zip(everything, first_all):
+        for row, looked in zip(everything, band_all):
             if row["condition"] == condition:
                 row["scores"].pop(SECOND_LOOK, None)
-                if in_band(np.array([first]), args.band_from, card.threshold)[0] and row["index"] in by_index:
+                if looked and row["index"] in by_index:
                     row["scores"][SECOND_LOOK] = by_index[row["index"]]
 
     # 3. the fusion, on the calibration half's band, placed at the card's threshold

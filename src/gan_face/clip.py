@@ -156,11 +156,13 @@ def load_clip(
     files checked against the card's sha256."""
     from .graphs.runtime import runtime_device
 
-    network = card.second_look.clip if second_look and card.second_look is not None else card.clip
-    if network is None or (second_look and card.second_look is None):
+    if second_look:
+        network, name = (card.second_look and card.second_look.clip), "second_look"
+    else:
+        network, name = card.clip, "clip"
+    if network is None:
         raise WeightsError(f"{card.path}: this model has no {'second look' if second_look else 'clip view'}")
     encoder_state, head_state = card.load_clip_state(network)
     config = network.config
     encoder = ClipEncoder.for_config(encoder_state, config, runtime_device(device), streams)
-    name = "second_look" if second_look else "clip"
     return ClipScorer(encoder, ClipHead(config.blocks, head_state), config, name)
